@@ -1,0 +1,298 @@
+"""Typed parameters: `params.yaml` read into dataclasses, with errors that name the key.
+
+DVC tracks `params.yaml`; notebooks and scripts read it through `load_params`, so a
+typo fails at once with the dotted key path instead of deep inside a training run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """`params.yaml` is malformed: the message names the file and the key."""
+
+
+# --- profiles ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Which checkpoints a profile uses. Names resolve through `cafe_core.hub.resolve_model`.
+
+    `model_root` is where local folders live (relative paths are taken from the
+    project root); real checkpoint names fall back to the Hugging Face cache.
+    """
+
+    name: str
+    model_root: str | None
+    clip: str  # E_c: conditioning CLIP (global embedding, patch features for the assistant)
+    dino: str  # E_d: DINO patch tokens for the UNet
+    lm: str  # the assistant's frozen causal LM
+    text_to_image: str  # the base text-to-image model (UNet, scheduler, text encoder [, VAE])
+    eval_clip: str  # CLIP-I and CLIP-T (never the conditioning CLIP)
+    eval_dino: str  # DINO image similarity
+    face_id: str  # identity similarity for the faces protocol
+
+
+PROFILES: dict[str, Profile] = {
+    "mini": Profile(
+        name="mini",
+        model_root="models/world",
+        clip="clip",
+        dino="dino",
+        lm="lm",
+        text_to_image="t2i",
+        eval_clip="clip_eval",
+        eval_dino="dino_eval",
+        face_id="face_id",
+    ),
+    "sd2": Profile(
+        name="sd2",
+        model_root=None,
+        clip="openai/clip-vit-large-patch14-336",
+        dino="facebook/dinov2-giant",
+        lm="meta-llama/Llama-2-13b-chat-hf",
+        text_to_image="stabilityai/stable-diffusion-2-base",
+        eval_clip="openai/clip-vit-base-patch32",
+        eval_dino="facebook/dino-vits16",
+        face_id="face_id",
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ParamsError(
+            f"unknown profile {name!r} (key 'profile'); known profiles: {', '.join(sorted(PROFILES))}"
+        ) from None
+
+
+# --- parameter schema ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    seed: int
+    image_size: int
+    render_scale: int
+    eval_fraction: float
+    caption_detail_p: float
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    seed: int
+    hidden_size: int
+    layers: int
+    heads: int
+    patch_size: int
+    text_hidden_size: int
+    text_layers: int
+    projection_dim: int
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class VitParams:
+    """A small ViT trained in the world (the DINO-like encoders and the face-ID model)."""
+
+    seed: int
+    hidden_size: int
+    layers: int
+    heads: int
+    patch_size: int
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class LMParams:
+    seed: int
+    hidden_size: int
+    layers: int
+    heads: int
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class T2IParams:
+    seed: int
+    block_out_channels: list[int]
+    layers_per_block: int
+    attention_head_dim: int
+    steps: int
+    batch_size: int
+    lr: float
+    caption_dropout: float
+    sample_steps: int
+    guidance_scale: float
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    dataset_size: int  # rendered (image, caption) pairs shared by the image models
+    dialogues: int  # world dialogues for the LM
+    checkpoint_every: int  # optimizer steps between resumable checkpoints
+    clip: ClipParams
+    clip_eval: ClipParams
+    dino: VitParams
+    dino_eval: VitParams
+    face_id: VitParams
+    lm: LMParams
+    t2i: T2IParams
+
+
+@dataclass(frozen=True)
+class WorldEvalParams:
+    """Sizes of the learned-ness probes run after pretraining."""
+
+    retrieval_images: int
+    views_per_subject: int
+    face_pairs: int
+    lm_dialogues: int
+    t2i_samples: int
+
+
+@dataclass(frozen=True)
+class Params:
+    profile: Profile
+    seed: int
+    threads: int  # torch intra-op threads; 0 keeps torch's default
+    world: WorldParams
+    pretrain: PretrainParams
+    world_eval: WorldEvalParams
+    source: Path | None = field(default=None, compare=False)
+
+
+def _from_dict(cls: type, data: Any, where: str, source: str) -> Any:
+    """Build dataclass `cls` from `data`, naming the dotted key of anything missing or unknown."""
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: key '{where}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init and f.name != "source"]
+    known = {f.name for f in fields}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ParamsError(f"{source}: unknown key '{_join(where, unknown[0])}' (expected one of: {', '.join(sorted(known))})")
+    values = {}
+    for f in fields:
+        key = _join(where, f.name)
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise ParamsError(f"{source}: missing key '{key}'")
+        values[f.name] = _coerce(hints[f.name], data[f.name], key, source)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, key, source)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, key, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{source}: key '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    if tp is Path and isinstance(value, str):
+        return Path(value)
+    raise ParamsError(f"{source}: key '{key}' must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def load_params(path: str | os.PathLike = "params.yaml", *, profile: str | None = None) -> Params:
+    """Read and validate `params.yaml`; `profile` overrides the file's `profile` key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"parameters file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    return params_from_dict(data, source=str(path), profile=profile, path=path)
+
+
+def params_from_dict(
+    data: Any, *, source: str = "params", profile: str | None = None, path: Path | None = None
+) -> Params:
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: top level must be a mapping")
+    data = dict(data)
+    if profile is not None:
+        data["profile"] = profile
+    if "profile" not in data:
+        raise ParamsError(f"{source}: missing key 'profile'")
+    if not isinstance(data["profile"], str):
+        raise ParamsError(f"{source}: key 'profile' must be a profile name, got {data['profile']!r}")
+    prof = get_profile(data["profile"])
+    rest = {k: v for k, v in data.items() if k != "profile"}
+    known = {f.name for f in dataclasses.fields(Params)} - {"profile", "source"}
+    unknown = sorted(set(rest) - known)
+    if unknown:
+        raise ParamsError(f"{source}: unknown key '{unknown[0]}' (expected one of: profile, {', '.join(sorted(known))})")
+    hints = typing.get_type_hints(Params)
+    values: dict[str, Any] = {}
+    for name in sorted(known):
+        if name not in rest:
+            raise ParamsError(f"{source}: missing key '{name}'")
+        values[name] = _coerce(hints[name], rest[name], name, source)
+    return Params(profile=prof, source=path, **values)
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The folder holding `params.yaml` and `dvc.yaml`, found upwards from `start` (default: cwd).
+
+    Env `CAFE_PROJECT_ROOT` wins, so notebooks run by papermill from another folder agree.
+    """
+    env = os.environ.get("CAFE_PROJECT_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file() and (folder / "pyproject.toml").is_file():
+            return folder
+    return here
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data view of a params dataclass, for logging to MLflow and hashing."""
+    if isinstance(obj, Profile):
+        return obj.name
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "source"}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

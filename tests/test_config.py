@@ -1,0 +1,61 @@
+"""params.yaml validation: a typo must fail at once, naming the key."""
+
+import copy
+
+import pytest
+import yaml
+
+from cafe_core.config import PROFILES, ParamsError, load_params, params_from_dict, to_dict
+
+
+@pytest.fixture()
+def raw(project_root):
+    return yaml.safe_load((project_root / "params.yaml").read_text())
+
+
+def test_project_params_load(project_root):
+    params = load_params(project_root / "params.yaml")
+    assert params.profile.name == "mini"
+    assert params.pretrain.clip.lr == pytest.approx(1e-3)
+    assert to_dict(params)["pretrain"]["t2i"]["block_out_channels"] == params.pretrain.t2i.block_out_channels
+
+
+def test_unknown_profile_names_key_and_choices(raw):
+    raw["profile"] = "sd3"
+    with pytest.raises(ParamsError, match=r"unknown profile 'sd3' \(key 'profile'\).*mini.*sd2"):
+        params_from_dict(raw)
+
+
+@pytest.mark.parametrize("path", ["world.image_size", "pretrain.clip.steps", "world_eval", "pretrain.t2i.guidance_scale"])
+def test_missing_key_is_named(raw, path):
+    data = copy.deepcopy(raw)
+    *parents, leaf = path.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    del node[leaf]
+    with pytest.raises(ParamsError, match=f"missing key '{path}'"):
+        params_from_dict(data)
+
+
+def test_unknown_key_is_named(raw):
+    raw["pretrain"]["clip"]["hiden_size"] = 3
+    with pytest.raises(ParamsError, match=r"unknown key 'pretrain.clip.hiden_size'"):
+        params_from_dict(raw)
+
+
+def test_wrong_type_is_named(raw):
+    raw["world"]["image_size"] = "big"
+    with pytest.raises(ParamsError, match=r"key 'world.image_size' must be int"):
+        params_from_dict(raw)
+
+
+def test_profile_override_and_file_errors(tmp_path, raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert load_params(path, profile="sd2").profile is PROFILES["sd2"]
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "nope.yaml")
+    path.write_text("profile: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(path)
