@@ -151,8 +151,10 @@ class PretrainParams:
     checkpoint_every: int  # optimizer steps between resumable checkpoints
     clip: ClipParams
     clip_eval: ClipParams
+    clip_small: ClipParams  # table 5's smaller CLIP (the stage pretrain_world_small)
     dino: VitParams
     dino_eval: VitParams
+    dino_small: VitParams  # table 5's smaller DINO
     face_id: VitParams
     lm: LMParams
     t2i: T2IParams
@@ -170,6 +172,64 @@ class WorldEvalParams:
 
 
 @dataclass(frozen=True)
+class TeacherParams:
+    """The teacher's quadruplets and the automatic filter (paper section 3.2)."""
+
+    quadruplets: int
+    identity_drift_p: float
+    ignore_instruction_p: float
+    artefact_p: float
+    clip_threshold: float | None  # None: calibrate from the null distributions (mini); sd2: 0.3
+    dino_threshold: float | None  # None: calibrate (mini); sd2: 0.6
+    calibration_level: float  # a calibrated threshold is this quantile of its null distribution
+
+
+@dataclass(frozen=True)
+class GeneratorParams:
+    """Training of G (eq. 3) and its sampling defaults."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    drop_p: float
+    clip_tokens: int
+    attention: str  # "joint" (eq. 1) or "decoupled" (IP-Adapter style)
+    checkpoint_every: int
+    sample_every: int  # steps between sample grids logged to MLflow
+    sample_steps: int
+    scheduler: str
+    clip_scale: float
+    dino_scale: float
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Which conditioning encoders a trained G reads (names resolved in the profile's model root)."""
+
+    clip: str
+    dino: str
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """An evaluated variant: a trained generator and the guidance branches it samples with."""
+
+    generator: str  # key of `generators`
+    guidance: str  # "both", "clip_only" or "dino_only"
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """Sizes of the DreamBench-style protocol (the tests run a tiny slice of the same code)."""
+
+    object_subjects: int
+    face_subjects: int
+    prompts: int
+    images_per_prompt: int
+    references: int
+
+
+@dataclass(frozen=True)
 class Params:
     profile: Profile
     seed: int
@@ -177,6 +237,12 @@ class Params:
     world: WorldParams
     pretrain: PretrainParams
     world_eval: WorldEvalParams
+    teacher: TeacherParams
+    generator: GeneratorParams
+    generators: dict[str, GeneratorSpec]
+    variants: dict[str, VariantSpec]
+    evaluation: EvalParams
+    ablations: dict[str, list[str]]  # target -> variants in its table
     source: Path | None = field(default=None, compare=False)
 
 
@@ -208,6 +274,11 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _coerce(args[0], value, key, source)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{source}: key '{key}' must be a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _coerce(item, v, f"{key}.{k}", source) for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ParamsError(f"{source}: key '{key}' must be a list, got {value!r}")

@@ -190,3 +190,42 @@ def check_vocabulary(tokenizer, texts: list[str]) -> None:
         if unk in ids:
             missing = [w for w in words(text) if tokenizer.convert_tokens_to_ids(w) == unk]
             raise ValueError(f"world text has words outside the vocabulary: {missing} in {text!r}")
+
+
+# --- frozen encoder features, computed once ------------------------------------------------
+
+
+def cached_features(
+    name: str,
+    images: np.ndarray,
+    encode,
+    *,
+    key_parts: tuple,
+    cache_dir: str | os.PathLike | None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """`encode(uint8 batch) -> tensor` over all `images`, cached on disk under a key of `key_parts`.
+
+    Frozen encoders see each image once per experiment: training G then reads tensors,
+    which is what makes a training step cheap (see scripts/benchmark_generation.py).
+    """
+    from safetensors.torch import load_file as load_torch, save_file as save_torch
+
+    path = None
+    if cache_dir is not None:
+        digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:12]
+        path = Path(cache_dir) / f"features-{name}-{config_hash(*key_parts, digest)}.safetensors"
+        if path.is_file():
+            return load_torch(path)["features"]
+    chunks = [
+        encode(images[i : i + batch_size]).float().cpu()
+        for i in tqdm(range(0, len(images), batch_size), desc=f"features {name}", mininterval=2.0)
+    ]
+    features = torch.cat(chunks)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(fd)
+        save_torch({"features": features.contiguous()}, tmp)
+        os.replace(tmp, path)
+    return features

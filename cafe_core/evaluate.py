@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import Params
-from .data import NEUTRAL, build_tokenizer, dialogue_texts, render_set
+from .data import dialogue_texts, render_set
 from .world import DOMAINS, World
 
 logger = logging.getLogger(__name__)
@@ -223,3 +223,19 @@ def metrics_table(metrics: dict) -> str:
     for name, m in metrics.items():
         lines.append(f"| {name} | {m['value']:.4g} | {m['chance']:.4g} |")
     return "\n".join(lines)
+
+
+def small_encoder_metrics(params: Params, root: Path) -> dict:
+    """The learned-ness probes of table 5's smaller CLIP and DINO, beside the same chance."""
+    from .encoders import ClipEncoder, DinoEncoder
+    from .pretrain import make_world
+
+    world = make_world(params)
+    model_root = root / params.profile.model_root
+    e, seed = params.world_eval, params.seed
+    clip = ClipEncoder.from_pretrained("clip_small", model_root=model_root)
+    dino = DinoEncoder.from_pretrained("dino_small", model_root=model_root)
+    return {
+        "clip_small_caption_retrieval_top1": clip_caption_retrieval(clip, world, e.retrieval_images, seed, root / "data" / "world"),
+        "dino_small_nn_identity_accuracy": dino_identity_nn(dino, world, e.views_per_subject, seed),
+    }

@@ -45,6 +45,7 @@ from .world import DOMAINS, World, WorldConfig
 logger = logging.getLogger(__name__)
 
 MODELS = ("clip", "clip_eval", "dino", "dino_eval", "face_id", "lm", "t2i")
+SMALL_MODELS = ("clip_small", "dino_small")  # table 5's smaller encoders: stage pretrain_world_small
 MARKER = "cafe_pretrain.json"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -447,8 +448,10 @@ def _loop(ws: Workspace, name: str, steps: int, seed: int, step_fn, modules, opt
 TRAINERS: dict[str, Callable] = {
     "clip": train_clip,
     "clip_eval": train_clip,
+    "clip_small": train_clip,
     "dino": train_dino,
     "dino_eval": train_dino,
+    "dino_small": train_dino,
     "face_id": train_face_id,
     "lm": train_lm,
     "t2i": train_t2i,
@@ -471,9 +474,13 @@ def read_marker(folder: Path) -> dict | None:
 
 
 def pretrain_world(
-    params: Params, root: str | os.PathLike, *, only: tuple[str, ...] | None = None
+    params: Params,
+    root: str | os.PathLike,
+    *,
+    only: tuple[str, ...] | None = None,
+    models: tuple[str, ...] = MODELS,
 ) -> dict[str, dict]:
-    """Train every world model that is missing or stale; returns {name: marker}."""
+    """Train every model of `models` that is missing or stale; returns {name: marker}."""
     root = Path(root)
     if params.profile.model_root is None:
         raise ValueError(f"profile {params.profile.name!r} uses real checkpoints: there is no world to pretrain")
@@ -483,7 +490,10 @@ def pretrain_world(
     ws.model_root.mkdir(parents=True, exist_ok=True)
     keys: dict[str, str] = {}
     markers: dict[str, dict] = {}
-    for name in MODELS:
+    unknown = sorted(set(models) - set(TRAINERS))
+    if unknown:
+        raise ValueError(f"unknown world model {unknown[0]!r}; known: {', '.join(TRAINERS)}")
+    for name in models:
         key = model_key(params, name, keys)
         keys[name] = key
         out = ws.model_root / name

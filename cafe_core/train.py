@@ -125,21 +125,32 @@ def run_loop(
     ckpt_dir: str | os.PathLike,
     *,
     on_checkpoint: Callable[[int], None] | None = None,
+    accelerator=None,
 ) -> dict[str, float]:
     """Run `step_fn(step)` for steps [resume, config.steps), checkpointing every `checkpoint_every`.
 
     `step_fn` does forward, backward and optimizer step, and returns its losses (the key
     "loss" is checked for finiteness). Returns the mean of each loss over the last
     `log_every` steps run (empty if nothing was left to run).
+
+    With an `accelerate.Accelerator` of several processes, `step_fn` runs in every process
+    on its shard of the batch; losses are averaged across processes before the finiteness
+    check (so all processes stop together), and only the main process writes checkpoints.
     """
+    main = accelerator is None or accelerator.is_main_process
     ckpt_dir = Path(ckpt_dir)
     start = load_checkpoint(ckpt_dir, modules, optimizer)
     if start >= config.steps:
         return {}
     window: dict[str, list[float]] = {}
-    bar = tqdm(range(start, config.steps), desc=config.name, initial=start, total=config.steps, mininterval=2.0)
+    bar = tqdm(
+        range(start, config.steps), desc=config.name, initial=start, total=config.steps, mininterval=2.0, disable=not main
+    )
     for step in bar:
-        losses = {k: float(v) for k, v in step_fn(step).items()}
+        raw = step_fn(step)
+        if accelerator is not None and accelerator.num_processes > 1:
+            raw = {k: accelerator.reduce(torch.as_tensor(v, device=accelerator.device).float(), "mean") for k, v in raw.items()}
+        losses = {k: float(v) for k, v in raw.items()}
         if not math.isfinite(losses.get("loss", 0.0)):
             raise TrainingDivergedError(
                 f"{config.name}: loss became {losses['loss']} at step {step}; "
@@ -151,10 +162,101 @@ def run_loop(
         if done % config.log_every == 0 or done == config.steps:
             means = {k: float(np.mean(v[-config.log_every :])) for k, v in window.items()}
             bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
-            tracking.log_metrics({f"{config.name}/{k}": v for k, v in means.items()}, step=done)
+            if main and (done % max(config.log_every, config.steps // 10) == 0 or done == config.steps):
+                # Also as a log line: progress bars do not reach logs of papermill or DVC runs.
+                logger.info("%s step %d/%d %s", config.name, done, config.steps, " ".join(f"{k}={v:.4f}" for k, v in means.items()))
+            if main:
+                tracking.log_metrics({f"{config.name}/{k}": v for k, v in means.items()}, step=done)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            save_checkpoint(ckpt_dir, done, modules, optimizer)
+            if main:
+                save_checkpoint(ckpt_dir, done, modules, optimizer)
+            if accelerator is not None:
+                accelerator.wait_for_everyone()
             if on_checkpoint is not None:
                 on_checkpoint(done)
     bar.close()
     return {k: float(np.mean(v[-config.log_every :])) for k, v in window.items()}
+
+
+# --- CAFE's generator G (eq. 3) ------------------------------------------------------------
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int | None = None) -> float:
+    """Linear warm-up, then cosine decay to 5% of `peak`; a pure function of the step (resumable)."""
+    warmup = warmup if warmup is not None else max(1, total // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass(frozen=True)
+class GeneratorTraining:
+    steps: int
+    batch_size: int
+    lr: float
+    drop_p: float = 0.1  # c and d each dropped with this probability (classifier-free guidance)
+    weight_decay: float = 0.01
+    checkpoint_every: int = 200
+    seed: int = 0
+
+
+def train_generator(
+    generator,
+    targets: np.ndarray,
+    c: torch.Tensor,
+    d: torch.Tensor,
+    config: GeneratorTraining,
+    ckpt_dir: str | os.PathLike,
+    *,
+    accelerator=None,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """Train G on (target image y, c = E_c(y), d = E_d(x)) triples with accelerate.
+
+    The global batch of each step is drawn from `step_generator(seed, step)` and split over
+    processes, so `accelerate launch --num_processes 2` trains the same model as one process.
+    """
+    from accelerate import Accelerator
+
+    if not (len(targets) == len(c) == len(d)):
+        raise ValueError(f"targets, c and d must align, got {len(targets)}, {len(c)}, {len(d)}")
+    if config.batch_size > len(targets):
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {len(targets)} training pairs")
+    accelerator = accelerator or Accelerator()
+    if config.batch_size % accelerator.num_processes:
+        raise ValueError(f"batch_size {config.batch_size} must divide over {accelerator.num_processes} processes")
+    generator.train()
+    if generator.vae is not None:
+        generator.vae.eval()
+    params = [p for p in generator.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    model, optimizer = accelerator.prepare(generator, optimizer)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    images = torch.from_numpy(np.ascontiguousarray(targets))
+
+    def step(i: int) -> dict:
+        rng = step_generator(config.seed, i)
+        idx = rng.choice(len(targets), config.batch_size, replace=False)
+        draws = generator.training_draws((config.batch_size, *_target_shape(generator)), step_torch_generator(config.seed, i), config.drop_p)
+        shard = slice(rank, None, world)
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(i, config.steps, config.lr)
+        y = generator.encode_target(images[idx[shard]].permute(0, 3, 1, 2).float() / 255.0)
+        loss = model(y, c[idx[shard]], d[idx[shard]], **{k: v[shard] for k, v in draws.items()})
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss.detach()}
+
+    loop = LoopConfig(name="generator", steps=config.steps, checkpoint_every=config.checkpoint_every, seed=config.seed)
+    trainable = {"unet": generator.unet, "conditioner": generator.conditioner}
+    stats = run_loop(loop, step, trainable, optimizer, ckpt_dir, on_checkpoint=on_checkpoint, accelerator=accelerator)
+    generator.eval()
+    return stats
+
+
+def _target_shape(generator) -> tuple[int, int, int]:
+    cfg = generator.unet.config
+    return (cfg.in_channels, cfg.sample_size, cfg.sample_size)

@@ -1507,6 +1507,10 @@ class World:
                 f"context {context.name!r} is of the {context.domain} domain, subject {subject.id} of {subject.domain}"
             )
 
+    def request(self, subject: Subject, context: Context, determiner: str = "this") -> str:
+        """How a user asks for `context`, e.g. "this ball on the beach", "this man smiling"."""
+        return self._ask(context, determiner, subject.cls)
+
     def _ask(self, context: Context, determiner: str, cls: str) -> str:
         """The request for a context, e.g. ("this", "ball") -> "this ball on the beach"."""
         return _request(self._specs[context.domain, context.name]).replace("this {}", f"{determiner} {{}}").format(cls)

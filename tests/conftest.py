@@ -1,4 +1,5 @@
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,29 @@ def _isolated_mlflow(tmp_path, monkeypatch):
 
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly on any attempt to resolve a host or open a connection."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A project folder whose world models were pretrained with tiny settings (core and small)."""
+    from helpers import tiny_raw
+
+    from cafe_core.config import params_from_dict
+    from cafe_core.pretrain import MODELS, SMALL_MODELS, pretrain_world
+
+    root = tmp_path_factory.mktemp("project")
+    params = params_from_dict(tiny_raw())
+    pretrain_world(params, root, models=MODELS + SMALL_MODELS)
+    return params, root

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from helpers import write_hub_cache
 
 from cafe_core.encoders import ClipEncoder, DinoEncoder, FaceEmbedder, IdentityEmbedder, ImageTransform
 from cafe_core.hub import ModelNotFoundError
@@ -113,25 +112,6 @@ def write_tiny_vit(folder: Path, with_pooler: bool) -> Path:
     return folder
 
 
-def write_hub_cache(cache: Path, repo_id: str, source: Path) -> Path:
-    """Copy ``source`` into ``cache`` in the Hub cache layout (blobs, snapshot symlinks, refs/main)."""
-    repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    snapshot = repo_dir / "snapshots" / commit
-    for file in sorted(source.rglob("*")):
-        if file.is_file():
-            data = file.read_bytes()
-            blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            blob.write_bytes(data)
-            link = snapshot / file.relative_to(source)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-    return snapshot
-
-
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model root holding ``tiny/clip``, ``tiny/dinov2``, ``tiny/vit`` and ``tiny/face``."""
@@ -151,16 +131,6 @@ def clip(models_dir: Path) -> ClipEncoder:
 @pytest.fixture(scope="module")
 def dino(models_dir: Path) -> DinoEncoder:
     return DinoEncoder.from_pretrained(models_dir / "tiny" / "dinov2")
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture

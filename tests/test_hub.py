@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
+from helpers import write_hub_cache
+
 from cafe_core.hub import ENV_MODEL_ROOT, ModelNotFoundError, hf_hub_cache_dir, resolve_model
 
 REPO_ID = "tiny-org/tiny-model"
-
-
-def write_hub_cache(cache: Path, repo_id: str, source: Path, revision: str = "main") -> Path:
-    """Copy ``source`` into ``cache`` in the Hub cache layout (blobs, snapshot symlinks, refs)."""
-    repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    snapshot = repo_dir / "snapshots" / commit
-    for file in sorted(source.rglob("*")):
-        if not file.is_file():
-            continue
-        data = file.read_bytes()
-        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = snapshot / file.relative_to(source)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / revision).write_text(commit)
-    return snapshot
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly on any attempt to resolve a host or open a connection."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture

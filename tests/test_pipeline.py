@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_pretrain import tiny_raw
+from helpers import tiny_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = shutil.which("dvc", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))

@@ -16,25 +16,15 @@ import yaml
 from cafe_core.config import params_from_dict
 from cafe_core.evaluate import world_metrics
 from cafe_core.pretrain import MARKER, MODELS, pretrain_world
+from helpers import tiny_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_raw(steps: int = 4) -> dict:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["pretrain"].update(dataset_size=600, dialogues=300, checkpoint_every=2)
-    for name in ("clip", "clip_eval", "dino", "dino_eval", "face_id", "lm"):
-        raw["pretrain"][name].update(steps=steps, batch_size=32)
-    raw["pretrain"]["t2i"].update(steps=steps, batch_size=8, sample_steps=3)
-    raw["world_eval"] = dict(retrieval_images=40, views_per_subject=1, face_pairs=40, lm_dialogues=20, t2i_samples=10)
-    return raw
-
-
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    params = params_from_dict(tiny_raw())
-    markers = pretrain_world(params, root)
+def pretrained(tiny_world):
+    params, root = tiny_world
+    markers = {name: json.loads((root / "models" / "world" / name / MARKER).read_text()) for name in MODELS}
     return params, root, markers
 
 

@@ -1,0 +1,310 @@
+"""One function per DVC stage after world pretraining; the notebooks call these and plot.
+
+teacher_data -> train_generator@<name> -> evaluate_variant@<variant> -> ablation_table(<target>)
+
+Every stage reads `params.yaml` through `Params`, writes atomically, and can be killed and
+run again: training resumes from its checkpoint, cached features and data are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import tracking
+from .config import Params, to_dict
+from .data import cached_features, config_hash
+from .dreambench import (
+    ProtocolRow,
+    clip_i_similarity,
+    clip_t_similarity,
+    dino_similarity,
+    identity_similarity,
+    mini_eval_cases,
+    write_table,
+)
+from .evaluate import write_json
+from .plots import image_grid
+from .pretrain import make_world
+from .teacher import (
+    FilterConfig,
+    Teacher,
+    TeacherConfig,
+    apply_filter,
+    calibrate_thresholds,
+    filter_scores,
+    make_quadruplets,
+)
+
+logger = logging.getLogger(__name__)
+
+REAL_IMAGES = "real_images"  # the ceiling variant: ground-truth renders scored like generations
+
+
+def _model_root(params: Params, root: Path) -> Path | None:
+    return root / params.profile.model_root if params.profile.model_root else None
+
+
+def _encoder_key(params: Params, root: Path, name: str) -> str:
+    """Identity of a checkpoint for feature caches: its pretraining marker, else its resolved path."""
+    from .hub import resolve_model
+
+    path = resolve_model(name, model_root=_model_root(params, root))
+    marker = path / "cafe_pretrain.json"
+    return json.loads(marker.read_text())["key"] if marker.is_file() else str(path)
+
+
+# --- teacher data and the automatic filter -------------------------------------------------
+
+
+def teacher_data(params: Params, root: Path) -> dict:
+    """Make teacher quadruplets of training subjects, score them, filter; returns the filter report."""
+    from .encoders import ClipEncoder, DinoEncoder
+
+    t = params.teacher
+    world = make_world(params)
+    teacher = Teacher(TeacherConfig(t.identity_drift_p, t.ignore_instruction_p, t.artefact_p, seed=params.seed))
+    quads = make_quadruplets(world, teacher, t.quadruplets, split="train", seed=params.seed, cache_dir=root / "data" / "teacher")
+    model_root = _model_root(params, root)
+    # The paper filters with its evaluation encoders (CLIP ViT-B/32, DINO ViT-S/16), not E_c / E_d.
+    clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
+    dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
+    scores = filter_scores(quads, clip, dino, seed=params.seed)
+    calibration = calibrate_thresholds(scores, quads.failures, level=t.calibration_level)
+    chosen = FilterConfig(
+        clip_threshold=t.clip_threshold if t.clip_threshold is not None else calibration.filter.clip_threshold,
+        dino_threshold=t.dino_threshold if t.dino_threshold is not None else calibration.filter.dino_threshold,
+    )
+    keep = apply_filter(scores, chosen)
+    kept = quads.select(keep)
+    from safetensors.numpy import save_file
+
+    out = root / "data" / "teacher_filtered"
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".filtered.")
+    os.close(fd)
+    save_file({"x": kept.x, "y": kept.y, "subject_ids": kept.subject_ids, "context_ids": kept.context_ids}, tmp)
+    os.replace(tmp, out / "filtered.safetensors")
+    failures = np.array(quads.failure_names())
+    report = {
+        "thresholds": asdict(chosen),
+        "calibrated": t.clip_threshold is None or t.dino_threshold is None,
+        "quadruplets": len(quads),
+        "kept": int(keep.sum()),
+        "kept_fraction": round(float(keep.mean()), 4),
+        "rejected_by_failure_mode": {
+            mode: round(float(1 - keep[failures == mode].mean()), 4) for mode in sorted(set(failures))
+        },
+        "failed_share_before": round(float(np.mean(failures != "none")), 4),
+        "failed_share_after": round(float(np.mean(failures[keep] != "none")), 4) if keep.any() else None,
+        "calibration": calibration.to_dict(),
+    }
+    write_json(root / "results" / "teacher" / "filter.json", report)
+    return report
+
+
+def load_filtered(root: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    path = root / "data" / "teacher_filtered" / "filtered.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro teacher_data` first")
+    return load_file(path)
+
+
+# --- training G ----------------------------------------------------------------------------------
+
+
+def generator_dir(root: Path, name: str) -> Path:
+    return root / "models" / "generator" / name
+
+
+def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict:
+    """Train generator `name` (its encoders from `params.generators`) on the filtered teacher data."""
+    from accelerate import Accelerator
+
+    from .diffusion import CafeGenerator, TextToImage
+    from .encoders import ClipEncoder, DinoEncoder
+    from .train import GeneratorTraining, train_generator
+
+    if name not in params.generators:
+        raise KeyError(f"unknown generator {name!r} (params.yaml key 'generators'); known: {', '.join(params.generators)}")
+    spec, g = params.generators[name], params.generator
+    accelerator = accelerator or Accelerator()
+    model_root = _model_root(params, root)
+    data = load_filtered(root)
+    clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
+    dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
+    cache = root / "data" / "features"
+    c = cached_features(f"clip-{spec.clip}", data["y"], clip.image_embeds, key_parts=(_encoder_key(params, root, spec.clip),), cache_dir=cache)
+    d = cached_features(f"dino-{spec.dino}", data["x"], dino.patch_tokens, key_parts=(_encoder_key(params, root, spec.dino),), cache_dir=cache)
+    t2i = TextToImage.from_pretrained(params.profile.text_to_image, model_root=model_root, device=accelerator.device)
+    gen = CafeGenerator.from_text_to_image(
+        t2i, clip_dim=c.shape[-1], dino_dim=d.shape[-1], dino_tokens=d.shape[1], clip_tokens=g.clip_tokens, attention=g.attention
+    )
+    training = GeneratorTraining(
+        steps=g.steps, batch_size=g.batch_size, lr=g.lr, drop_p=g.drop_p, checkpoint_every=g.checkpoint_every, seed=params.seed
+    )
+    key = config_hash(to_dict(g), asdict(spec), _encoder_key(params, root, spec.clip), _encoder_key(params, root, spec.dino), len(c))
+    out = generator_dir(root, name)
+    ckpt = out.parent / ".checkpoints" / f"{name}-{key}"
+    probe = _sample_probe(data, c, d)
+
+    def log_samples(step: int) -> None:
+        if accelerator.is_main_process and (step % g.sample_every == 0 or step == g.steps):
+            gen.eval()
+            images = gen.generate(probe["c"], probe["d"], num_inference_steps=g.sample_steps, seed=params.seed)
+            gen.train()
+            fig = image_grid([list(probe["x"]), list(probe["y"]), list(images)], row_titles=["photo x", "target y", f"G step {step}"])
+            tracking.log_figure(fig, f"samples/step-{step:06d}.png")
+
+    with tracking.start_run("train_generator", name, {"generator": to_dict(g), "spec": asdict(spec), "pairs": len(c)}, root=root) if accelerator.is_main_process else _null():
+        stats = train_generator(gen, data["y"], c, d, training, ckpt, accelerator=accelerator, on_checkpoint=log_samples)
+        if accelerator.is_main_process:
+            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{name}-"))
+            gen.save_pretrained(tmp)
+            (tmp / "cafe_generator.json").write_text(json.dumps({"key": key, "spec": asdict(spec), "final": stats}, indent=2))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+            shutil.rmtree(ckpt, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return stats
+
+
+def _sample_probe(data: dict, c: torch.Tensor, d: torch.Tensor, n: int = 8) -> dict:
+    rows = np.linspace(0, len(c) - 1, n).astype(int)
+    return {"x": data["x"][rows], "y": data["y"][rows], "c": c[rows], "d": d[rows]}
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# --- evaluation: the DreamBench protocol on CAFE-mini's held-out subjects ---------------------------
+
+
+def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
+    """DINO / CLIP-I / CLIP-T on held-out objects, ID / CLIP-T on held-out faces, for one variant.
+
+    Without the assistant (a later stage), c comes from a reference image the base
+    text-to-image model draws from the plain prompt (DESIGN.md, eq. 4's x_ref), and d from
+    the subject photo x. The `real_images` variant scores ground-truth renders: the ceiling.
+    """
+    from .diffusion import CafeGenerator, TextToImage
+    from .encoders import ClipEncoder, DinoEncoder, FaceEmbedder
+
+    if variant != REAL_IMAGES and variant not in params.variants:
+        known = ", ".join([*params.variants, REAL_IMAGES])
+        raise KeyError(f"unknown variant {variant!r} (params.yaml key 'variants'); known: {known}")
+    e, g = params.evaluation, params.generator
+    world = make_world(params)
+    model_root = _model_root(params, root)
+    eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
+    eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
+    face = FaceEmbedder.from_pretrained(params.profile.face_id, model_root=model_root)
+    generate = None
+    if variant != REAL_IMAGES:
+        spec = params.variants[variant]
+        gen_spec = params.generators[spec.generator]
+        gen = CafeGenerator.from_pretrained(generator_dir(root, spec.generator))
+        clip = ClipEncoder.from_pretrained(gen_spec.clip, model_root=model_root)
+        dino = DinoEncoder.from_pretrained(gen_spec.dino, model_root=model_root)
+        t2i = TextToImage.from_pretrained(params.profile.text_to_image, model_root=model_root)
+
+        def generate(case, k: int) -> np.ndarray:
+            prompts = [p.prompt for p in case.prompts]
+            refs = t2i(prompts, num_inference_steps=g.sample_steps, seed=params.seed + 1000 * k)
+            c = clip.image_embeds(refs)
+            d = dino.patch_tokens(case.input_image[None]).expand(len(prompts), -1, -1)
+            return gen.generate(
+                c, d, guidance=spec.guidance, clip_scale=g.clip_scale, dino_scale=g.dino_scale,
+                num_inference_steps=g.sample_steps, scheduler=g.scheduler, seed=params.seed + k,
+            )
+
+    rows, grids = [], {}
+    for domain, n_subjects in (("object", e.object_subjects), ("face", e.face_subjects)):
+        cases = mini_eval_cases(world, domain, n_subjects, e.prompts, params.seed, n_references=e.references)
+        scores: dict[str, list[float]] = {"DINO": [], "CLIP_I": [], "CLIP_T": [], "ID": []}
+        shown = []
+        for case in cases:
+            prompts = [p.prompt for p in case.prompts]
+            for k in range(e.images_per_prompt):
+                if generate is None:
+                    seeds = [params.seed + 7919 * k + i for i in range(len(prompts))]
+                    images = world.render_batch([case.subject] * len(prompts), [p.context for p in case.prompts], seeds)
+                else:
+                    images = generate(case, k)
+                refs = case.reference_images
+                scores["CLIP_T"].append(clip_t_similarity(eval_clip, images, prompts))
+                if domain == "object":
+                    scores["DINO"].append(dino_similarity(eval_dino, images, refs))
+                    scores["CLIP_I"].append(clip_i_similarity(eval_clip, images, refs))
+                else:
+                    scores["ID"].append(identity_similarity(face, images, refs))
+                if k == 0 and len(shown) < 6:
+                    shown.append([case.input_image, *images[:8]])
+        rows.append(ProtocolRow(variant, domain, **{k: float(np.mean(v)) if v else None for k, v in scores.items()}))
+        grids[domain] = (shown, ["photo x"] + [p.prompt for p in cases[0].prompts][:8])
+    out = root / "results" / "variants" / variant
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"variant": variant, "rows": [r.to_dict() for r in rows]}
+    for domain, (shown, titles) in grids.items():
+        image_grid(shown, col_titles=titles).savefig(out / f"samples_{domain}.png", dpi=150)
+    write_json(out / "metrics.json", result)  # last: its presence means the variant is complete
+    return result
+
+
+# --- ablation tables ---------------------------------------------------------------------------
+
+
+def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]:
+    """Collect the variants of `target` into results/<target>/table.{md,csv} and one MLflow run each."""
+    if target not in params.ablations:
+        raise KeyError(f"unknown ablation {target!r} (params.yaml key 'ablations'); known: {', '.join(params.ablations)}")
+    rows = []
+    for variant in params.ablations[target]:
+        path = root / "results" / "variants" / variant / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate@{variant}` first")
+        result = json.loads(path.read_text())
+        variant_rows = [ProtocolRow(r["variant"], r["domain"], r["DINO"], r["CLIP-I"], r["CLIP-T"], r["ID"]) for r in result["rows"]]
+        rows.extend(variant_rows)
+        _log_variant_run(root, target, variant, params, variant_rows, path.parent)
+    write_table(rows, root / "results" / target)
+    return rows
+
+
+def _log_variant_run(root: Path, target: str, variant: str, params: Params, rows: list[ProtocolRow], folder: Path) -> None:
+    """One MLflow run per variant; a rerun with identical results adds no duplicate."""
+    import mlflow
+
+    content = config_hash([r.to_dict() for r in rows])
+    mlflow.set_tracking_uri(tracking.tracking_uri(root))
+    existing = mlflow.search_runs(
+        experiment_names=[target], filter_string=f"tags.variant = '{variant}' and tags.content = '{content}'", output_format="list"
+    ) if mlflow.get_experiment_by_name(target) else []
+    if existing:
+        return
+    run_params = {"variant": variant}
+    if variant in params.variants:
+        spec = params.variants[variant]
+        gen_spec = params.generators[spec.generator]
+        run_params.update(generator=spec.generator, guidance=spec.guidance, clip=gen_spec.clip, dino=gen_spec.dino)
+    with tracking.start_run(target, variant, run_params, root=root, tags={"variant": variant, "content": content}):
+        for row in rows:
+            tracking.log_metrics({f"{row.domain}/{k}": v for k, v in row.to_dict().items() if isinstance(v, float)})
+        for png in sorted(folder.glob("samples_*.png")):
+            mlflow.log_artifact(str(png))

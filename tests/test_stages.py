@@ -1,0 +1,66 @@
+"""The generation stages end to end at tiny sizes: teacher data -> G -> evaluation -> ablation table."""
+
+import csv
+import json
+
+import mlflow
+import pytest
+
+from cafe_core import stages
+from cafe_core.diffusion import CafeGenerator
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_world):
+    params, root = tiny_world
+    report = stages.teacher_data(params, root)
+    stats = stages.train_generator_stage(params, root, "main")
+    return params, root, report, stats
+
+
+def test_teacher_filter_report(trained):
+    _, root, report, _ = trained
+    saved = json.loads((root / "results/teacher/filter.json").read_text())
+    assert saved["kept"] == report["kept"] and 0 < report["kept"] <= report["quadruplets"]
+    assert set(saved["rejected_by_failure_mode"]) <= {"none", "identity_drift", "ignored_instruction", "artefacts"}
+    assert saved["calibrated"] is False and saved["thresholds"] == {"clip_threshold": -1.0, "dino_threshold": -1.0}
+    assert report["kept"] == report["quadruplets"]
+
+
+def test_generator_is_saved_and_loads(trained):
+    _, root, _, stats = trained
+    assert stats["loss"] > 0
+    gen = CafeGenerator.from_pretrained(stages.generator_dir(root, "main"))
+    assert gen.config.attention == "joint"
+    assert not (root / "models/generator/.checkpoints").exists() or not any((root / "models/generator/.checkpoints").iterdir())
+
+
+def test_variants_and_table(trained):
+    params, root, _, _ = trained
+    for variant in ("both", "clip_only", "dino_only", "real_images"):
+        result = stages.evaluate_variant(params, root, variant)
+        domains = {r["domain"]: r for r in result["rows"]}
+        assert domains["object"]["ID"] is None and domains["face"]["DINO"] is None
+        assert all(isinstance(domains["object"][k], float) for k in ("DINO", "CLIP-I", "CLIP-T"))
+        assert isinstance(domains["face"]["ID"], float)
+    real = json.loads((root / "results/variants/real_images/metrics.json").read_text())["rows"]
+    assert real[0]["DINO"] > 0.5  # ground-truth renders of the subject resemble its photos
+    rows = stages.ablation_table(params, root, "ablation_embeddings")
+    with open(root / "results/ablation_embeddings/table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["variant"] for r in table] == [r.variant for r in rows]
+    assert {r["variant"] for r in table} == {"clip_only", "dino_only", "both", "real_images"}
+    assert list(table[0]) == ["variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID"]
+    mlflow.set_tracking_uri(stages.tracking.tracking_uri(root))
+    runs = mlflow.search_runs(experiment_names=["ablation_embeddings"], output_format="list")
+    assert sorted(r.info.run_name for r in runs) == ["both", "clip_only", "dino_only", "real_images"]
+    stages.ablation_table(params, root, "ablation_embeddings")  # unchanged results: no duplicate runs
+    assert len(mlflow.search_runs(experiment_names=["ablation_embeddings"], output_format="list")) == 4
+
+
+def test_unknown_names_fail_clearly(tiny_world):
+    params, root = tiny_world
+    with pytest.raises(KeyError, match="unknown generator 'huge'.*main"):
+        stages.train_generator_stage(params, root, "huge")
+    with pytest.raises(KeyError, match="unknown variant 'nope'.*real_images"):
+        stages.evaluate_variant(params, root, "nope")
