@@ -301,7 +301,14 @@ class CafeGenerator(nn.Module):
         self.config = config
         self.vae = vae.eval().requires_grad_(False) if vae is not None else None
         self.conditioner = ImageConditioner(config).to(unet.device, unet.dtype)
-        self.processors = install_cafe_attention(unet, config)
+        # The processors are submodules of the UNet's attention layers already; a plain list
+        # (not registered again) keeps every parameter under exactly one state-dict key.
+        self._processors = list(install_cafe_attention(unet, config))
+
+    @property
+    def processors(self) -> nn.ModuleList:
+        """The CafeAttnProcessors (shared with the UNet), for saving them apart from it."""
+        return nn.ModuleList(self._processors)
 
     # --- construction and persistence ------------------------------------------------
 
