@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from . import train
+from .train import cosine_lr
 from .config import ClipParams, LMParams, Params, T2IParams, VitParams, to_dict
 from .data import RenderedSet, build_tokenizer, check_vocabulary, config_hash, dialogue_texts, render_set
 from .world import DOMAINS, World, WorldConfig
@@ -104,17 +105,19 @@ def random_views(x: torch.Tensor, gen: torch.Generator, scale=(0.6, 1.0), flip: 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def cosine_lr(step: int, total: int, peak: float, warmup: int | None = None) -> float:
-    warmup = warmup if warmup is not None else max(1, total // 20)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params, max_norm: float | None = 1.0) -> dict:
+    """Backward, clip, step, zero: the tail of every pretraining step."""
+    loss.backward()
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss.detach()}
 
 
 def write_image_processor(folder: Path, size: int, mean, std, kind: str) -> None:
@@ -197,11 +200,7 @@ def train_clip(ws: Workspace, p: ClipParams, name: str, out: Path, ckpt: Path) -
         target = same / same.sum(1, keepdim=True)
         logits = outputs.logits_per_image
         loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.T.log_softmax(1)).sum(1).mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return {"loss": loss.detach()}
+        return optimizer_step(loss, opt, model.parameters())
 
     stats = _loop(ws, name, p.steps, p.seed, step, {"model": model}, opt, ckpt)
     model.save_pretrained(out)
@@ -261,11 +260,7 @@ def train_dino(ws: Workspace, p: VitParams, name: str, out: Path, ckpt: Path) ->
         h = model(pixel_values=torch.cat([v1, v2])).pooler_output
         z1, z2 = head(h).chunk(2)
         loss = info_nce(z1, z2, temperature=0.2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        return {"loss": loss.detach()}
+        return optimizer_step(loss, opt, params)
 
     stats = _loop(ws, name, p.steps, p.seed, step, {"model": model, "head": head}, opt, ckpt)
     model.save_pretrained(out)
@@ -300,10 +295,7 @@ def train_face_id(ws: Workspace, p: VitParams, name: str, out: Path, ckpt: Path)
         y = labels[pick]
         logits = scale * (cos - margin * F.one_hot(y, cos.shape[1]))
         loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss": loss.detach(), "train_acc": (cos.argmax(1) == y).float().mean()}
+        return {**optimizer_step(loss, opt, None, max_norm=None), "train_acc": (cos.argmax(1) == y).float().mean()}
 
     stats = _loop(ws, name, p.steps, p.seed, step, {"model": model, "classifier": _ParamHolder(classifier)}, opt, ckpt)
     model.save_pretrained(out)
@@ -365,11 +357,7 @@ def train_lm(ws: Workspace, p: LMParams, name: str, out: Path, ckpt: Path) -> di
         lab = labels[idx]
         length = int((lab != -100).sum(1).max())
         loss = model(input_ids=ids[idx, :length], labels=lab[:, :length]).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return {"loss": loss.detach()}
+        return optimizer_step(loss, opt, model.parameters())
 
     stats = _loop(ws, name, p.steps, p.seed, step, {"model": model}, opt, ckpt)
     model.save_pretrained(out)
@@ -425,11 +413,7 @@ def train_t2i(ws: Workspace, p: T2IParams, name: str, out: Path, ckpt: Path) -> 
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), generator=gen)
         pred = unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=context.clone()).sample
         loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        return {"loss": loss.detach()}
+        return optimizer_step(loss, opt, unet.parameters())
 
     stats = _loop(ws, name, p.steps, p.seed, step, {"unet": unet}, opt, ckpt)
     pipe.unet.eval()

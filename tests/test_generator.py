@@ -165,3 +165,45 @@ def test_blend_keeps_endpoints_and_interpolates_norm():
     torch.testing.assert_close(mid.norm(dim=-1), 0.5 * a.norm(dim=-1) + 0.5 * b.norm(dim=-1))
     with pytest.raises(ValueError, match="lambda"):
         blend_embeddings(a, b, 1.5)
+
+
+def _toy_data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    c = torch.from_numpy(rng.normal(size=(n, CLIP_DIM))).float()
+    d = torch.from_numpy(rng.normal(size=(n, DINO_TOKENS, DINO_DIM))).float()
+    return targets, c, d
+
+
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_generator_training_resumes_to_the_same_weights(tmp_path):
+    from cafe_core.train import GeneratorTraining, train_generator
+
+    targets, c, d = _toy_data()
+    cfg = GeneratorTraining(steps=6, batch_size=4, lr=1e-3, checkpoint_every=2)
+    reference = tiny_generator()
+    train_generator(reference, targets, c, d, cfg, tmp_path / "a")
+
+    def die_at_4(step):
+        if step == 4:
+            raise Killed
+
+    interrupted = tiny_generator()
+    with pytest.raises(Killed):
+        train_generator(interrupted, targets, c, d, cfg, tmp_path / "b", on_checkpoint=die_at_4)
+    resumed = tiny_generator()  # a fresh process would rebuild the model from the pretrained weights
+    train_generator(resumed, targets, c, d, cfg, tmp_path / "b")
+    for (name, p), q in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+
+
+def test_nan_loss_stops_generator_training(tmp_path):
+    from cafe_core.train import GeneratorTraining, TrainingDivergedError, train_generator
+
+    targets, c, d = _toy_data()
+    c[:] = float("nan")
+    with pytest.raises(TrainingDivergedError, match="loss became nan"):
+        train_generator(tiny_generator(), targets, c, d, GeneratorTraining(steps=3, batch_size=4, lr=1e-3), tmp_path)

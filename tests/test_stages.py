@@ -4,6 +4,7 @@ import csv
 import json
 
 import mlflow
+import numpy as np
 import pytest
 
 from cafe_core import stages
@@ -64,3 +65,28 @@ def test_unknown_names_fail_clearly(tiny_world):
         stages.train_generator_stage(params, root, "huge")
     with pytest.raises(KeyError, match="unknown variant 'nope'.*real_images"):
         stages.evaluate_variant(params, root, "nope")
+
+
+def test_dreambench_protocol_runs_on_the_real_photos(trained, dreambench):
+    from cafe_core.dreambench import load_dreambench
+
+    params, root, _, _ = trained
+    row = stages.dreambench_protocol(params, root, "main", subjects=2, prompts=2, images_per_prompt=1, bench=load_dreambench(dreambench))
+    assert row.domain == "dreambench"
+    assert all(-1.0 <= v <= 1.0 for v in (row.DINO, row.CLIP_I, row.CLIP_T))
+
+
+def test_fast_path_takes_reference_images(trained):
+    params, root, _, _ = trained
+    from cafe_core.world import World
+
+    draw = stages.ReferenceGenerator.load(params, root, "main")
+    world = stages.make_world(params)
+    subject = world.subjects("object", "eval")[0]
+    photo = world.render(subject, None, seed=3).image
+    reference = world.render(world.subjects("object", "eval")[5], world.contexts("object")[2], seed=4).image
+    out = draw.from_images(photo, reference[None], seed=0)
+    again = draw.from_images(photo, reference[None], seed=0)
+    assert out.shape == (1, 16, 16, 3)
+    np.testing.assert_array_equal(out, again)
+    assert isinstance(world, World)
