@@ -385,13 +385,16 @@ def unet_config(p: T2IParams, image_size: int, cross_attention_dim: int) -> dict
 
 def train_t2i(ws: Workspace, p: T2IParams, name: str, out: Path, ckpt: Path) -> dict:
     from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import AutoTokenizer, CLIPTextModel
+    from transformers import AutoTokenizer, CLIPModel, CLIPTextModel
 
     from .diffusion import TextToImage
 
     clip_dir = ws.model_root / "clip"
     tokenizer = AutoTokenizer.from_pretrained(clip_dir)
-    text_encoder = CLIPTextModel.from_pretrained(clip_dir, use_safetensors=True).eval().requires_grad_(False)
+    clip = CLIPModel.from_pretrained(clip_dir, use_safetensors=True)
+    text_encoder = CLIPTextModel(clip.config.text_config)  # SD's layout: the text tower alone
+    text_encoder.text_model.load_state_dict(clip.text_model.state_dict())
+    text_encoder.eval().requires_grad_(False)
     data = ws.train_set
     torch.manual_seed(p.seed)
     unet = UNet2DConditionModel(**unet_config(p, ws.world.config.image_size, text_encoder.config.hidden_size)).train()

@@ -374,3 +374,32 @@ def _log_variant_run(root: Path, target: str, variant: str, params: Params, rows
             tracking.log_metrics({f"{row.domain}/{k}": v for k, v in row.to_dict().items() if isinstance(v, float)})
         for png in sorted(folder.glob("samples_*.png")):
             mlflow.log_artifact(str(png))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m cafe_core.stages STAGE [NAME]`: a stage without its notebook (e.g. under accelerate launch)."""
+    import argparse
+
+    from .config import load_params, project_root
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("stage", choices=["teacher_data", "train_generator", "evaluate", "ablation"])
+    parser.add_argument("name", nargs="?", help="generator, variant or ablation target")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    root = project_root()
+    params = load_params(root / args.params)
+    if args.stage != "teacher_data" and not args.name:
+        parser.error(f"{args.stage} needs a name")
+    run = {
+        "teacher_data": lambda: teacher_data(params, root),
+        "train_generator": lambda: train_generator_stage(params, root, args.name),
+        "evaluate": lambda: evaluate_variant(params, root, args.name),
+        "ablation": lambda: ablation_table(params, root, args.name),
+    }[args.stage]
+    run()
+
+
+if __name__ == "__main__":
+    main()
