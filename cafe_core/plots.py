@@ -8,8 +8,18 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def image_grid(rows: Sequence[Sequence[np.ndarray]], *, row_titles: Sequence[str] = (), col_titles: Sequence[str] = (), scale: float = 1.1):
-    """A grid of uint8 HWC images, one list per row, with optional wrapped titles."""
+def image_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    *,
+    row_titles: Sequence[str] = (),
+    col_titles: Sequence[str] = (),
+    cell_titles: Sequence[Sequence[str]] = (),
+    scale: float = 1.1,
+):
+    """A grid of uint8 HWC images, one list per row, with optional wrapped titles.
+
+    `col_titles` label the top row; `cell_titles` (one list per row) label every image.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -27,8 +37,11 @@ def image_grid(rows: Sequence[Sequence[np.ndarray]], *, row_titles: Sequence[str
                 spine.set_visible(False)
             if j < len(row):
                 ax.imshow(row[j], interpolation="nearest")
-            if i == 0 and j < len(col_titles):
-                ax.set_title("\n".join(textwrap.wrap(col_titles[j], 16)), fontsize=6)
+            title = cell_titles[i][j] if i < len(cell_titles) and j < len(cell_titles[i]) else None
+            if title is None and i == 0 and j < len(col_titles):
+                title = col_titles[j]
+            if title:
+                ax.set_title("\n".join(textwrap.wrap(title, 16)), fontsize=6)
         if i < len(row_titles):
             axes[i][0].set_ylabel("\n".join(textwrap.wrap(row_titles[i], 18)), fontsize=6, rotation=0, ha="right", va="center")
     fig.tight_layout()
