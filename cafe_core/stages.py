@@ -323,7 +323,7 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
                 if k == 0 and len(shown) < 6:
                     shown.append([case.input_image, *images[:8]])
         rows.append(ProtocolRow(variant, domain, **{k: float(np.mean(v)) if v else None for k, v in scores.items()}))
-        grids[domain] = (shown, ["photo x"] + [p.prompt for p in cases[0].prompts][:8])
+        grids[domain] = (shown, ["photo x"] + [p.context.phrase.format("subject") for p in cases[0].prompts][:8])
     out = root / "results" / "variants" / variant
     out.mkdir(parents=True, exist_ok=True)
     result = {"variant": variant, "rows": [r.to_dict() for r in rows]}
