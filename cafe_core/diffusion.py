@@ -229,10 +229,19 @@ class CafeAttnProcessor(nn.Module):
         self.clip_tokens = clip_tokens
         self.mode = mode
         self.scale = scale
-        self.to_k_dino = nn.Linear(attn.to_k.in_features, attn.to_k.out_features, bias=attn.to_k.bias is not None)
-        self.to_v_dino = nn.Linear(attn.to_v.in_features, attn.to_v.out_features, bias=attn.to_v.bias is not None)
-        self.to_k_dino.load_state_dict(attn.to_k.state_dict())
-        self.to_v_dino.load_state_dict(attn.to_v.state_dict())
+        self.to_k_dino = self._copy(attn.to_k)
+        self.to_v_dino = self._copy(attn.to_v)
+
+    @staticmethod
+    def _copy(layer: nn.Linear) -> nn.Linear:
+        """A new projection with the pretrained one's weights, on its device (meta included)."""
+        w = layer.weight
+        new = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            new.weight.copy_(w)
+            if layer.bias is not None:
+                new.bias.copy_(layer.bias)
+        return new
 
     def _heads(self, attn, x: torch.Tensor) -> torch.Tensor:
         b, n, inner = x.shape
@@ -276,7 +285,6 @@ def install_cafe_attention(unet, config: ConditioningConfig) -> nn.ModuleList:
         layer = unet.get_submodule(name.removesuffix(".processor"))
         if name.endswith("attn2.processor"):
             proc = CafeAttnProcessor(layer, config.clip_tokens, config.attention, config.decoupled_scale)
-            proc.to(device=layer.to_k.weight.device, dtype=layer.to_k.weight.dtype)
             modules.append(proc)
             processors[name] = proc
         else:

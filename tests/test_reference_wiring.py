@@ -98,3 +98,24 @@ def test_configs_are_fresh_copies_and_unknown_names_are_listed() -> None:
     assert reference_config(f"{SD2}/unet")["block_out_channels"] == [320, 640, 1280, 1280]
     with pytest.raises(KeyError, match="facebook/dinov2-giant"):
         reference_config("facebook/dinov2-huge")
+
+
+def test_sd2_generator_wiring_on_meta():
+    """G at real size: SD2-base UNet read through CLIP-L/14-336 (768) and DINOv2-giant (1536 x 256) tokens."""
+    from diffusers import DDPMScheduler
+
+    from cafe_core.diffusion import CafeGenerator, ConditioningConfig
+    from cafe_core.reference import build_on_meta, reference_config
+
+    unet = build_on_meta("stabilityai/stable-diffusion-2-base", subfolder="unet")
+    scheduler = DDPMScheduler.from_config(reference_config("stabilityai/stable-diffusion-2-base", subfolder="scheduler"))
+    cfg = ConditioningConfig(clip_dim=768, dino_dim=1536, dino_tokens=256, cross_attention_dim=1024, clip_tokens=4)
+    gen = CafeGenerator(unet, scheduler, cfg)
+    assert len(gen.processors) == 16  # every cross-attention of SD2's UNet
+    b = 2
+    tokens = gen.conditioner(torch.zeros(b, 768, device="meta"), torch.zeros(b, 256, 1536, device="meta"))
+    assert tokens.shape == (b, 4 + 256, 1024)
+    out = gen.unet(torch.zeros(b, 4, 64, 64, device="meta"), torch.zeros(b, device="meta"), encoder_hidden_states=tokens).sample
+    assert out.shape == (b, 4, 64, 64)
+    new = sum(p.numel() for p in gen.conditioner.parameters()) + sum(p.numel() for p in gen.processors.parameters())
+    assert 20e6 < new < 80e6  # the new layers: projections, null tokens, DINO keys/values
