@@ -125,17 +125,20 @@ class TextToImage:
         *,
         num_inference_steps: int = 25,
         guidance_scale: float = 3.0,
-        seed: int = 0,
+        seed: int | list[int] = 0,
         scheduler: str = "ddim",
     ) -> np.ndarray:
-        """Generate one image per prompt; conditional and unconditional branches share one batch."""
+        """Generate one image per prompt; conditional and unconditional branches share one batch.
+
+        `seed` seeds the whole batch, or, as a list, each image on its own (an image then does
+        not depend on what else is in the batch, which lets callers cache images one by one).
+        """
         sched = make_scheduler(scheduler, self.scheduler.config)
         sched.set_timesteps(num_inference_steps, device=self.device)
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))
         context = torch.cat([uncond, cond])
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        x = torch.randn((len(prompts), *self.sample_shape), generator=gen, dtype=torch.float32)
+        x = initial_noise((len(prompts), *self.sample_shape), seed)
         x = (x * sched.init_noise_sigma).to(self.device, self.dtype)
         for t in sched.timesteps:
             inp = sched.scale_model_input(torch.cat([x, x]), t)
@@ -454,7 +457,7 @@ class CafeGenerator(nn.Module):
         dino_scale: float = 3.0,
         guidance: str = "both",
         num_inference_steps: int = 25,
-        seed: int = 0,
+        seed: int | list[int] = 0,
         scheduler: str = "ddim",
     ) -> np.ndarray:
         """Sample one image per (c, d) row; all guidance branches share one UNet batch.
@@ -473,8 +476,7 @@ class CafeGenerator(nn.Module):
         tokens, names = self._branches(c, d, guidance)
         k = len(names)
         cfg = self.unet.config
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        x = torch.randn((c.shape[0], cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=gen)
+        x = initial_noise((c.shape[0], cfg.in_channels, cfg.sample_size, cfg.sample_size), seed)
         x = (x * sched.init_noise_sigma).to(self.device, self.dtype)
         for t in sched.timesteps:
             inp = sched.scale_model_input(torch.cat([x] * k), t)
@@ -487,6 +489,15 @@ class CafeGenerator(nn.Module):
                 e = eps["00"] + dino_scale * (eps["0d"] - eps["00"])
             x = sched.step(e, t, x).prev_sample
         return decode_images(x, self.vae)
+
+
+def initial_noise(shape: tuple[int, ...], seed: int | list[int]) -> torch.Tensor:
+    """Starting noise on the CPU (same on every device): one generator, or one per sample."""
+    if isinstance(seed, int):
+        return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    if len(seed) != shape[0]:
+        raise ValueError(f"got {len(seed)} seeds for {shape[0]} images")
+    return torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(s)) for s in seed])
 
 
 def decode_images(x: torch.Tensor, vae=None) -> np.ndarray:

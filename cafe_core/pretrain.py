@@ -393,7 +393,7 @@ def train_t2i(ws: Workspace, p: T2IParams, name: str, out: Path, ckpt: Path) -> 
     tokenizer = AutoTokenizer.from_pretrained(clip_dir)
     clip = CLIPModel.from_pretrained(clip_dir, use_safetensors=True)
     text_encoder = CLIPTextModel(clip.config.text_config)  # SD's layout: the text tower alone
-    text_encoder.text_model.load_state_dict(clip.text_model.state_dict())
+    text_encoder.load_state_dict(clip.text_model.state_dict())
     text_encoder.eval().requires_grad_(False)
     data = ws.train_set
     torch.manual_seed(p.seed)

@@ -155,6 +155,10 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     )
     key = config_hash(to_dict(g), asdict(spec), _encoder_key(params, root, spec.clip), _encoder_key(params, root, spec.dino), len(c))
     out = generator_dir(root, name)
+    marker = out / "cafe_generator.json"
+    if marker.is_file() and json.loads(marker.read_text())["key"] == key:
+        logger.info("generator %s is up to date (key %s): nothing to train", name, key)
+        return json.loads(marker.read_text())["final"]
     ckpt = out.parent / ".checkpoints" / f"{name}-{key}"
     probe = _sample_probe(data, c, d)
 
@@ -204,9 +208,10 @@ class ReferenceGenerator:
     With a user-given reference image instead of a prompt it is the paper's fast path.
     """
 
-    def __init__(self, gen, clip, dino, t2i, sampling, guidance: str = "both"):
+    def __init__(self, gen, clip, dino, t2i, sampling, guidance: str = "both", cache: Path | None = None):
         self.gen, self.clip, self.dino, self.t2i = gen, clip, dino, t2i
         self.sampling, self.guidance = sampling, guidance
+        self.cache = ReferenceCache(cache)
 
     @classmethod
     def load(cls, params: Params, root: Path, generator: str, guidance: str = "both") -> "ReferenceGenerator":
@@ -221,10 +226,20 @@ class ReferenceGenerator:
             TextToImage.from_pretrained(params.profile.text_to_image, model_root=model_root),
             params.generator,
             guidance,
+            cache=root / "data" / "references" / f"{_encoder_key(params, root, params.profile.text_to_image)}.safetensors",
         )
 
     def references(self, prompts: list[str], seed: int) -> np.ndarray:
-        return self.t2i(prompts, num_inference_steps=self.sampling.sample_steps, seed=seed + 1000)
+        """The base model's image of each prompt, seeded per prompt and cached: every variant and
+        every subject of a class share them, so they are drawn once per experiment."""
+        steps = self.sampling.sample_steps
+        keys = [config_hash(p, seed, steps) for p in prompts]
+        missing = sorted({(k, p) for k, p in zip(keys, prompts) if k not in self.cache})
+        if missing:
+            seeds = [int(k[:8], 16) for k, _ in missing]
+            images = self.t2i([p for _, p in missing], num_inference_steps=steps, seed=seeds)
+            self.cache.update({k: img for (k, _), img in zip(missing, images)})
+        return np.stack([self.cache[k] for k in keys])
 
     def from_images(self, photo, references, seed: int) -> np.ndarray:
         """The fast path: c straight from reference images' CLIP embeddings, d from the photo."""
@@ -239,6 +254,29 @@ class ReferenceGenerator:
 
     def __call__(self, photo, prompts: list[str], seed: int) -> np.ndarray:
         return self.from_images(photo, self.references(prompts, seed), seed)
+
+
+class ReferenceCache(dict):
+    """Reference images by key, loaded from and saved (atomically) to one safetensors file."""
+
+    def __init__(self, path: Path | None):
+        super().__init__()
+        self.path = path
+        if path is not None and path.is_file():
+            from safetensors.numpy import load_file
+
+            self.update(load_file(path))
+
+    def save(self) -> None:
+        if self.path is None or not self:
+            return
+        from safetensors.numpy import save_file
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        os.close(fd)
+        save_file({k: np.ascontiguousarray(v) for k, v in self.items()}, tmp)
+        os.replace(tmp, self.path)
 
 
 def dreambench_protocol(params: Params, root: Path, generator: str, *, subjects: int, prompts: int, images_per_prompt: int, bench=None) -> ProtocolRow:
@@ -269,6 +307,7 @@ def dreambench_protocol(params: Params, root: Path, generator: str, *, subjects:
             scores["DINO"].append(dino_similarity(eval_dino, images, photos))
             scores["CLIP_I"].append(clip_i_similarity(eval_clip, images, photos))
             scores["CLIP_T"].append(clip_t_similarity(eval_clip, images, originals))
+    draw.cache.save()
     return ProtocolRow(generator, "dreambench", **{k: float(np.mean(v)) for k, v in scores.items()})
 
 
@@ -324,6 +363,8 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
                     shown.append([case.input_image, *images[:8]])
         rows.append(ProtocolRow(variant, domain, **{k: float(np.mean(v)) if v else None for k, v in scores.items()}))
         grids[domain] = (shown, ["photo x"] + [p.context.phrase.format("subject") for p in cases[0].prompts][:8])
+    if variant != REAL_IMAGES:
+        draw.cache.save()
     out = root / "results" / "variants" / variant
     out.mkdir(parents=True, exist_ok=True)
     result = {"variant": variant, "rows": [r.to_dict() for r in rows]}

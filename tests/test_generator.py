@@ -207,3 +207,13 @@ def test_nan_loss_stops_generator_training(tmp_path):
     c[:] = float("nan")
     with pytest.raises(TrainingDivergedError, match="loss became nan"):
         train_generator(tiny_generator(), targets, c, d, GeneratorTraining(steps=3, batch_size=4, lr=1e-3), tmp_path)
+
+
+def test_per_image_seeds_make_an_image_independent_of_its_batch():
+    gen = tiny_generator().eval()
+    c, d = cond(3)
+    batch = gen.generate(c, d, num_inference_steps=3, seed=[5, 6, 7])
+    alone = gen.generate(c[2:], d[2:], num_inference_steps=3, seed=[7])
+    assert np.abs(batch[2].astype(int) - alone[0].astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="2 seeds for 3 images"):
+        gen.generate(c, d, num_inference_steps=3, seed=[1, 2])
