@@ -67,8 +67,8 @@ def main() -> None:
     seconds = median_time(lambda: gen.generate(c, d, num_inference_steps=g.sample_steps, scheduler=g.scheduler), args.repeats)
     print(f"generation: {batch / seconds:.1f} images/s (batch {batch}, {g.sample_steps} steps, 3 guidance branches in one batch; median of {args.repeats})")
 
-    gen.train()
-    opt = torch.optim.AdamW([p for p in gen.parameters() if p.requires_grad], lr=1e-5)
+    gen.train().requires_grad_(True)  # loaded for inference (frozen); train as train_generator does
+    opt = torch.optim.AdamW(gen.parameters(), lr=1e-5)
     gen_rng = step_torch_generator(0, 0)
 
     def step(cc, dd):
