@@ -39,15 +39,8 @@ def make_scheduler(kind: str, config: dict):
     raise ValueError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
 
 
-class TextToImage:
-    """UNet + scheduler + text encoder (+ VAE); `__call__` samples with classifier-free guidance."""
-
-    def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None):
-        self.unet = unet.eval().requires_grad_(False)
-        self.scheduler = scheduler
-        self.text_encoder = text_encoder.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.vae = vae.eval().requires_grad_(False) if vae is not None else None
+class _OnUNetDevice:
+    """Device and dtype of a model are those of its UNet."""
 
     @property
     def device(self) -> torch.device:
@@ -56,6 +49,17 @@ class TextToImage:
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
+
+
+class TextToImage(_OnUNetDevice):
+    """UNet + scheduler + text encoder (+ VAE); `__call__` samples with classifier-free guidance."""
+
+    def __init__(self, unet, scheduler, text_encoder, tokenizer, vae=None):
+        self.unet = unet.eval().requires_grad_(False)
+        self.scheduler = scheduler
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.vae = vae.eval().requires_grad_(False) if vae is not None else None
 
     @classmethod
     def from_pretrained(
@@ -302,7 +306,7 @@ CONDITIONING_FILE = "cafe_conditioning.safetensors"
 CONDITIONING_CONFIG = "cafe_conditioning.json"
 
 
-class CafeGenerator(nn.Module):
+class CafeGenerator(_OnUNetDevice, nn.Module):
     """G(c, d): the pretrained UNet, its text encoder removed, read through CLIP and DINO tokens."""
 
     def __init__(self, unet, scheduler, config: ConditioningConfig, vae=None):
@@ -384,14 +388,6 @@ class CafeGenerator(nn.Module):
         return gen.eval().requires_grad_(False)
 
     # --- training ----------------------------------------------------------------------------
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
 
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] (B, 3, H, W) -> the space the UNet denoises (VAE latents or [-1, 1] pixels)."""

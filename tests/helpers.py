@@ -37,20 +37,12 @@ def write_hub_cache(cache: Path, repo_id: str, source: Path, revision: str = "ma
 def tiny_clip_encoder(words: list[str], image_size: int = 32, seed: int = 0) -> ClipEncoder:
     """A randomly initialised tiny CLIP with a word-level tokenizer over ``words`` (others map to <unk>)."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+    from transformers import CLIPConfig, CLIPModel
 
     from cafe_core.encoders import ClipEncoder
 
-    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3, **{w: i + 4 for i, w in enumerate(dict.fromkeys(words))}}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 3)]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
+    tokenizer = tiny_word_tokenizer(words)
+    vocab = tokenizer.get_vocab()
     config = CLIPConfig(
         text_config={
             "vocab_size": len(vocab),
@@ -124,3 +116,19 @@ def tiny_raw(steps: int = 4) -> dict:
     raw["generator"].update(steps=steps, batch_size=8, checkpoint_every=2, sample_every=2, sample_steps=3)
     raw["evaluation"] = dict(object_subjects=2, face_subjects=2, prompts=2, images_per_prompt=1, references=2)
     return raw
+
+
+def tiny_word_tokenizer(words):
+    """A CLIP-style word-level tokenizer (<bos> text <eos>) over `words`, in the transformers format."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3, **{w: i + 4 for i, w in enumerate(dict.fromkeys(words))}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )

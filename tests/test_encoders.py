@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import write_hub_cache
+from helpers import tiny_word_tokenizer, write_hub_cache
 
 from cafe_core.encoders import ClipEncoder, DinoEncoder, FaceEmbedder, IdentityEmbedder, ImageTransform
 from cafe_core.hub import ModelNotFoundError
@@ -58,19 +58,11 @@ VIT_PREPROCESSOR = {  # facebook/dino-vits16 (legacy ViTFeatureExtractor: an int
 
 
 def write_tiny_clip(folder: Path) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+    from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(0)
-    vocab = {"<pad>": 0, "<unk>": 1, "<bos>": 2, "<eos>": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 3)]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
+    tokenizer = tiny_word_tokenizer(WORDS)
+    vocab = tokenizer.get_vocab()
     config = CLIPConfig(
         text_config=dict(
             vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
