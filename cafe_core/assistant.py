@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .files import atomic_save_safetensors, atomic_write_json
 
 __all__ = ["DISTANCES", "AssistantConfig", "CafeAssistant", "embedding_distance"]
 
@@ -437,27 +438,10 @@ class CafeAssistant(nn.Module):
     def save_trainable(self, path: str | os.PathLike) -> Path:
         """Write V, H and [GEN] (``assistant.safetensors``) and the config (``assistant_config.json``)
         into the folder ``path``, atomically."""
-        from safetensors.torch import save_file
-
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            k: v.detach().cpu().contiguous()
-            for k, v in self.trainable_state_dict().items()
-        }
-        for name, write in (
-            (WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp)),
-            (
-                CONFIG_FILE,
-                lambda tmp: Path(tmp).write_text(
-                    json.dumps(asdict(self.config), indent=2)
-                ),
-            ),
-        ):
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-            os.close(fd)
-            write(tmp)
-            os.replace(tmp, folder / name)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state_dict().items()}
+        atomic_save_safetensors(tensors, folder / WEIGHTS_FILE)
+        atomic_write_json(folder / CONFIG_FILE, asdict(self.config))
         return folder
 
     def load_trainable(self, path: str | os.PathLike) -> CafeAssistant:

@@ -268,6 +268,10 @@ def _from_dict(cls: type, data: Any, where: str, source: str) -> Any:
 
 
 def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    if tp is Profile:
+        if not isinstance(value, str):
+            raise ParamsError(f"{source}: key '{key}' must be a profile name, got {value!r}")
+        return get_profile(value)
     if dataclasses.is_dataclass(tp):
         return _from_dict(tp, value, key, source)
     origin = typing.get_origin(tp)
@@ -322,23 +326,7 @@ def params_from_dict(
     data = dict(data)
     if profile is not None:
         data["profile"] = profile
-    if "profile" not in data:
-        raise ParamsError(f"{source}: missing key 'profile'")
-    if not isinstance(data["profile"], str):
-        raise ParamsError(f"{source}: key 'profile' must be a profile name, got {data['profile']!r}")
-    prof = get_profile(data["profile"])
-    rest = {k: v for k, v in data.items() if k != "profile"}
-    known = {f.name for f in dataclasses.fields(Params)} - {"profile", "source"}
-    unknown = sorted(set(rest) - known)
-    if unknown:
-        raise ParamsError(f"{source}: unknown key '{unknown[0]}' (expected one of: profile, {', '.join(sorted(known))})")
-    hints = typing.get_type_hints(Params)
-    values: dict[str, Any] = {}
-    for name in sorted(known):
-        if name not in rest:
-            raise ParamsError(f"{source}: missing key '{name}'")
-        values[name] = _coerce(hints[name], rest[name], name, source)
-    return Params(profile=prof, source=path, **values)
+    return dataclasses.replace(_from_dict(Params, data, "", source), source=path)
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:

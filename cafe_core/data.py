@@ -11,15 +11,15 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 from tqdm.auto import tqdm
 
+from .files import atomic_save_safetensors
 from .world import DOMAINS, Subject, World, words
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,14 @@ def build_tokenizer(world: World, *, for_clip: bool) -> "transformers.PreTrained
     The CLIP flavour wraps every text in <s> ... </s> (CLIP pools at the end token); the
     LM flavour adds nothing and carries a Llama-2-style chat template instead.
     """
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import PreTrainedTokenizerFast
 
     vocab_words = list(SPECIAL_TOKENS) + [w for w in world.vocabulary() if w not in SPECIAL_TOKENS]
@@ -94,14 +101,6 @@ class RenderedSet:
         """float (B, 3, H, W) in [0, 1]."""
         x = self.images if index is None else self.images[index]
         return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def _atomic_save(arrays: dict[str, np.ndarray], meta: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    save_file(arrays, tmp, metadata={"meta": json.dumps(meta)})
-    os.replace(tmp, path)
 
 
 def sample_pairs(
@@ -160,10 +159,10 @@ def render_set(
         captions=captions,
     )
     if path is not None:
-        _atomic_save(
+        atomic_save_safetensors(
             {"images": out.images, "subject_ids": out.subject_ids, "context_ids": out.context_ids, "domains": out.domains},
-            {"captions": captions},
             path,
+            metadata={"meta": json.dumps({"captions": captions})},
         )
     return out
 
@@ -209,7 +208,7 @@ def cached_features(
     Frozen encoders see each image once per experiment: training G then reads tensors,
     which is what makes a training step cheap (see scripts/benchmark_generation.py).
     """
-    from safetensors.torch import load_file as load_torch, save_file as save_torch
+    from safetensors.torch import load_file as load_torch
 
     path = None
     if cache_dir is not None:
@@ -223,9 +222,5 @@ def cached_features(
     ]
     features = torch.cat(chunks)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        save_torch({"features": features.contiguous()}, tmp)
-        os.replace(tmp, path)
+        atomic_save_safetensors({"features": features.contiguous()}, path)
     return features

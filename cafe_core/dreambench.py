@@ -21,7 +21,6 @@ import io
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .encoders import ClipEncoder, DinoEncoder, IdentityEmbedder, Images
+from .files import atomic_write_text
 from .images import load_image
 from .world import Context, Subject, World
 
@@ -331,8 +331,8 @@ def write_table(rows: Sequence[ProtocolRow], folder: str | os.PathLike[str]) -> 
     csv.writer(csv_text, lineterminator="\n").writerows([COLUMNS, *cells])
     markdown = [_md_line(COLUMNS), _md_line(["---"] * len(COLUMNS)), *(_md_line(line) for line in cells)]
     return (
-        _write_atomic(folder / "table.csv", csv_text.getvalue()),
-        _write_atomic(folder / "table.md", "\n".join(markdown) + "\n"),
+        atomic_write_text(folder / "table.csv", csv_text.getvalue()),
+        atomic_write_text(folder / "table.md", "\n".join(markdown) + "\n"),
     )
 
 
@@ -344,20 +344,6 @@ def _cell(value: str | float | None) -> str:
 
 def _md_line(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    """Temp file in the same folder, then ``os.replace``: readers never see half a table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ----------------------------------------------------------------------------- CAFE-mini cases

@@ -203,20 +203,6 @@ def world_metrics(params: Params, root: Path) -> tuple[dict, dict]:
     return out, {"generated": images, "real": real, "prompts": prompts}
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write (temp file + rename): a killed run never leaves half a metrics file."""
-    import json
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def metrics_table(metrics: dict) -> str:
     """Markdown table of {"value", "chance"} figures."""
     lines = ["| metric | value | chance |", "|---|---|---|"]

@@ -37,9 +37,18 @@ import torch
 import torch.nn.functional as F
 
 from . import train
-from .train import cosine_lr
 from .config import ClipParams, LMParams, Params, T2IParams, VitParams, to_dict
-from .data import RenderedSet, build_tokenizer, check_vocabulary, config_hash, dialogue_texts, render_set
+from .data import (
+    RenderedSet,
+    build_tokenizer,
+    check_vocabulary,
+    config_hash,
+    dialogue_texts,
+    render_set,
+)
+from .encoders import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+from .files import publish_dir
+from .train import cosine_lr, set_lr
 from .world import DOMAINS, World, WorldConfig
 
 logger = logging.getLogger(__name__)
@@ -47,8 +56,6 @@ logger = logging.getLogger(__name__)
 MODELS = ("clip", "clip_eval", "dino", "dino_eval", "face_id", "lm", "t2i")
 SMALL_MODELS = ("clip_small", "dino_small")  # table 5's smaller encoders: stage pretrain_world_small
 MARKER = "cafe_pretrain.json"
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def make_world(params: Params) -> World:
@@ -104,11 +111,6 @@ def random_views(x: torch.Tensor, gen: torch.Generator, scale=(0.6, 1.0), flip: 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params, max_norm: float | None = 1.0) -> dict:
     """Backward, clip, step, zero: the tail of every pretraining step."""
     loss.backward()
@@ -136,13 +138,6 @@ def write_image_processor(folder: Path, size: int, mean, std, kind: str) -> None
         "resample": 3,
     }
     (folder / "preprocessor_config.json").write_text(json.dumps(cfg, indent=2))
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Replace `out` with the finished folder `tmp` (same filesystem: a rename)."""
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
 
 
 # --- CLIP ------------------------------------------------------------------------------
@@ -497,7 +492,7 @@ def pretrain_world(
         seconds = time.perf_counter() - started
         marker = {"key": key, "seconds": round(seconds, 1), "final_losses": stats}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2))
-        _publish(tmp, out)
+        publish_dir(tmp, out)
         shutil.rmtree(ckpt, ignore_errors=True)
         markers[name] = marker
         logger.info("%s done in %.0f s", name, seconds)

@@ -8,9 +8,9 @@ run again: training resumes from its checkpoint, cached features and data are re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import asdict
@@ -31,7 +31,7 @@ from .dreambench import (
     mini_eval_cases,
     write_table,
 )
-from .evaluate import write_json
+from .files import atomic_save_safetensors, atomic_write_json, publish_dir
 from .plots import image_grid
 from .pretrain import make_world
 from .teacher import (
@@ -85,14 +85,10 @@ def teacher_data(params: Params, root: Path) -> dict:
     )
     keep = apply_filter(scores, chosen)
     kept = quads.select(keep)
-    from safetensors.numpy import save_file
-
-    out = root / "data" / "teacher_filtered"
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".filtered.")
-    os.close(fd)
-    save_file({"x": kept.x, "y": kept.y, "subject_ids": kept.subject_ids, "context_ids": kept.context_ids}, tmp)
-    os.replace(tmp, out / "filtered.safetensors")
+    atomic_save_safetensors(
+        {"x": kept.x, "y": kept.y, "subject_ids": kept.subject_ids, "context_ids": kept.context_ids},
+        root / "data" / "teacher_filtered" / "filtered.safetensors",
+    )
     failures = np.array(quads.failure_names())
     report = {
         "thresholds": asdict(chosen),
@@ -107,7 +103,7 @@ def teacher_data(params: Params, root: Path) -> dict:
         "failed_share_after": round(float(np.mean(failures[keep] != "none")), 4) if keep.any() else None,
         "calibration": calibration.to_dict(),
     }
-    write_json(root / "results" / "teacher" / "filter.json", report)
+    atomic_write_json(root / "results" / "teacher" / "filter.json", report)
     return report
 
 
@@ -170,15 +166,13 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
             fig = image_grid([list(probe["x"]), list(probe["y"]), list(images)], row_titles=["photo x", "target y", f"G step {step}"])
             tracking.log_figure(fig, f"samples/step-{step:06d}.png")
 
-    with tracking.start_run("train_generator", name, {"generator": to_dict(g), "spec": asdict(spec), "pairs": len(c)}, root=root) if accelerator.is_main_process else _null():
+    with tracking.start_run("train_generator", name, {"generator": to_dict(g), "spec": asdict(spec), "pairs": len(c)}, root=root) if accelerator.is_main_process else contextlib.nullcontext():
         stats = train_generator(gen, data["y"], c, d, training, ckpt, accelerator=accelerator, on_checkpoint=log_samples)
         if accelerator.is_main_process:
             tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{name}-"))
             gen.save_pretrained(tmp)
             (tmp / "cafe_generator.json").write_text(json.dumps({"key": key, "spec": asdict(spec), "final": stats}, indent=2))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
+            publish_dir(tmp, out)
             shutil.rmtree(ckpt, ignore_errors=True)
     accelerator.wait_for_everyone()
     return stats
@@ -187,14 +181,6 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
 def _sample_probe(data: dict, c: torch.Tensor, d: torch.Tensor, n: int = 8) -> dict:
     rows = np.linspace(0, len(c) - 1, n).astype(int)
     return {"x": data["x"][rows], "y": data["y"][rows], "c": c[rows], "d": d[rows]}
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # --- evaluation: the DreamBench protocol on CAFE-mini's held-out subjects ---------------------------
@@ -268,15 +254,8 @@ class ReferenceCache(dict):
             self.update(load_file(path))
 
     def save(self) -> None:
-        if self.path is None or not self:
-            return
-        from safetensors.numpy import save_file
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        os.close(fd)
-        save_file({k: np.ascontiguousarray(v) for k, v in self.items()}, tmp)
-        os.replace(tmp, self.path)
+        if self.path is not None and self:
+            atomic_save_safetensors({k: np.ascontiguousarray(v) for k, v in self.items()}, self.path)
 
 
 def dreambench_protocol(params: Params, root: Path, generator: str, *, subjects: int, prompts: int, images_per_prompt: int, bench=None) -> ProtocolRow:
@@ -370,7 +349,7 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
     result = {"variant": variant, "rows": [r.to_dict() for r in rows]}
     for domain, (shown, titles) in grids.items():
         image_grid(shown, col_titles=titles).savefig(out / f"samples_{domain}.png", dpi=150)
-    write_json(out / "metrics.json", result)  # last: its presence means the variant is complete
+    atomic_write_json(out / "metrics.json", result)  # last: its presence means the variant is complete
     return result
 
 

@@ -22,9 +22,9 @@ profile picks its thresholds from null distributions instead (:func:`calibrate_t
 from __future__ import annotations
 
 import dataclasses
-import math
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,8 +37,9 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 from tqdm.auto import tqdm
 
-from .data import NEUTRAL, _atomic_save, config_hash
+from .data import NEUTRAL, config_hash
 from .encoders import ClipEncoder, DinoEncoder
+from .files import atomic_save_safetensors
 from .world import DOMAINS, Context, Subject, World
 
 __all__ = [
@@ -313,7 +314,8 @@ def make_quadruplets(
     logger.info("teacher made %d %s quadruplets: %s", n, split, counts)
     if path is not None:
         arrays = {f.name: v for f in dataclasses.fields(out) if isinstance(v := getattr(out, f.name), np.ndarray)}
-        _atomic_save(arrays, {"instructions": out.instructions, "classes": out.classes}, path)
+        meta = {"instructions": out.instructions, "classes": out.classes}
+        atomic_save_safetensors(arrays, path, metadata={"meta": json.dumps(meta)})
     return out
 
 

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import tracking
+from .files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +56,6 @@ class LoopConfig:
     seed: int = 0
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _state_tensors(modules: Mapping[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
     out = {}
     for name, module in modules.items():
@@ -90,7 +84,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _atomic_write_text(ckpt_dir / STATE_FILE, json.dumps({"latest": final.name, "step": step}))
+    atomic_write_text(ckpt_dir / STATE_FILE, json.dumps({"latest": final.name, "step": step}))
     for old in ckpt_dir.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
@@ -190,6 +184,11 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int | None = None) -> 
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 @dataclass(frozen=True)
 class GeneratorTraining:
     steps: int
@@ -240,8 +239,7 @@ def train_generator(
         idx = rng.choice(len(targets), config.batch_size, replace=False)
         draws = generator.training_draws((config.batch_size, *_target_shape(generator)), step_torch_generator(config.seed, i), config.drop_p)
         shard = slice(rank, None, world)
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(i, config.steps, config.lr)
+        set_lr(optimizer, cosine_lr(i, config.steps, config.lr))
         y = generator.encode_target(images[idx[shard]].permute(0, 3, 1, 2).float() / 255.0)
         loss = model(y, c[idx[shard]], d[idx[shard]], **{k: v[shard] for k, v in draws.items()})
         accelerator.backward(loss)

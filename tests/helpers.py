@@ -34,26 +34,28 @@ def write_hub_cache(cache: Path, repo_id: str, source: Path, revision: str = "ma
 # ----------------------------------------------------------------------------- tiny encoders in memory
 
 
-def tiny_clip_encoder(words: list[str], image_size: int = 32, seed: int = 0) -> ClipEncoder:
-    """A randomly initialised tiny CLIP with a word-level tokenizer over ``words`` (others map to <unk>)."""
+def tiny_clip_encoder(
+    words: list[str] | None = None, image_size: int = 32, seed: int = 0, *, tokenizer=None, max_positions: int = 16
+) -> ClipEncoder:
+    """A randomly initialised tiny CLIP, with a word-level tokenizer over ``words`` (others map to
+    <unk>) or with the given ``tokenizer``."""
     import torch
     from transformers import CLIPConfig, CLIPModel
 
     from cafe_core.encoders import ClipEncoder
 
-    tokenizer = tiny_word_tokenizer(words)
-    vocab = tokenizer.get_vocab()
+    tokenizer = tokenizer or tiny_word_tokenizer(words)
     config = CLIPConfig(
         text_config={
-            "vocab_size": len(vocab),
+            "vocab_size": len(tokenizer),
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_hidden_layers": 2,
             "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-            "bos_token_id": 2,
-            "eos_token_id": 3,
-            "pad_token_id": 0,
+            "max_position_embeddings": max_positions,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
         },
         vision_config={
             "hidden_size": 32,

@@ -63,6 +63,14 @@ def batch(m: CafeAssistant):
     return prompts, patches, responses, target
 
 
+def c_hat_of_full_pass(m, inputs: dict) -> torch.Tensor:
+    """H applied to the last hidden state at [GEN], from one plain forward of the whole sequence."""
+    hs = m.lm(
+        inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"], output_hidden_states=True
+    ).hidden_states[-1]
+    return m.gen_head(hs[torch.arange(hs.shape[0]), inputs["gen_positions"]])
+
+
 def test_config_validates_distance():
     with pytest.raises(ValueError, match="distance"):
         AssistantConfig(4, 4, distance="l1")
@@ -185,14 +193,7 @@ def test_loss_matches_hand_computation(world_tokenizer_factory, distance):
     hand = F.cross_entropy(logits[:, :-1][keep], labels[:, 1:][keep])
     torch.testing.assert_close(out["lm_loss"], hand)
     # c_hat reads the last hidden state at [GEN]
-    hs = m.lm(
-        inputs_embeds=inputs["inputs_embeds"],
-        attention_mask=inputs["attention_mask"],
-        output_hidden_states=True,
-    ).hidden_states[-1]
-    torch.testing.assert_close(
-        c, m.gen_head(hs[torch.arange(2), inputs["gen_positions"]])
-    )
+    torch.testing.assert_close(c, c_hat_of_full_pass(m, inputs))
 
 
 def test_distances_differ():
@@ -272,17 +273,7 @@ def test_generate_stops_at_eos(world_tokenizer_factory):
         # Sample 0 stopped early: its [GEN] still sees only [prompt][EOS] at the training positions.
         with torch.no_grad():
             inputs = m.prepare_inputs(prompts, patches, generated)
-            hs = m.lm(
-                inputs_embeds=inputs["inputs_embeds"],
-                attention_mask=inputs["attention_mask"],
-                output_hidden_states=True,
-            ).hidden_states[-1]
-            torch.testing.assert_close(
-                c_hat,
-                m.gen_head(hs[torch.arange(2), inputs["gen_positions"]]),
-                atol=1e-4,
-                rtol=1e-4,
-            )
+            torch.testing.assert_close(c_hat, c_hat_of_full_pass(m, inputs), atol=1e-4, rtol=1e-4)
     finally:
         handle.remove()
 

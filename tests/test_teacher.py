@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny_clip_encoder, tiny_dino_encoder
+
 from cafe_core.data import NEUTRAL, build_tokenizer
-from cafe_core.encoders import ClipEncoder, DinoEncoder
 from cafe_core.teacher import (
     FAILURES,
     FilterConfig,
@@ -189,49 +190,10 @@ def test_null_partners_share_the_group_and_differ_in_key() -> None:
     assert rows.size == 3000 and counts[0] == 0 and abs(counts[1] - counts[2]) < 0.15 * counts.sum()
 
 
-def tiny_clip(world: World) -> ClipEncoder:
-    from transformers import CLIPConfig, CLIPModel
-
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(world, for_clip=True)
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 32,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 16,
-            "patch_size": 8,
-        },
-        projection_dim=24,
-    )
-    return ClipEncoder(CLIPModel(config), tokenizer)
-
-
-def tiny_dino() -> DinoEncoder:
-    from transformers import Dinov2Config, Dinov2Model
-
-    torch.manual_seed(1)
-    config = Dinov2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=16, patch_size=8
-    )
-    return DinoEncoder(Dinov2Model(config))
-
-
 def test_filter_scores_with_tiny_encoders(world: World, quads: QuadrupletSet) -> None:
     part = quads.select(slice(0, 64))
-    clip, dino = tiny_clip(world), tiny_dino()
+    clip = tiny_clip_encoder(image_size=16, tokenizer=build_tokenizer(world, for_clip=True), max_positions=32)
+    dino = tiny_dino_encoder(image_size=16)
     result = filter_scores(part, clip, dino, batch_size=16)
     assert result.clip_sim.shape == result.dino_sim.shape == (64,)
     image, text = clip.image_embeds(part.y[5], normalize=True), clip.text_embeds(part.instructions[5], normalize=True)
