@@ -21,6 +21,7 @@ their embedding rows are always substituted, by ``V(patches)`` and by :attr:`gen
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from torch import nn
 
 from .files import atomic_save_safetensors, atomic_write_json
 
-__all__ = ["DISTANCES", "AssistantConfig", "CafeAssistant", "embedding_distance"]
+__all__ = ["DISTANCES", "AssistantConfig", "CafeAssistant", "embedding_distance", "read_config"]
 
 DISTANCES = ("mse", "neg_cosine")
 WEIGHTS_FILE = "assistant.safetensors"
@@ -111,6 +112,14 @@ def _as_batch(ids: Sequence[IdsLike] | torch.Tensor, name: str) -> list[list[int
     return [_as_id_list(x) for x in ids]
 
 
+def read_config(path: str | os.PathLike) -> AssistantConfig:
+    """The :class:`AssistantConfig` saved beside trained V, H and [GEN]."""
+    file = Path(path) / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing: {path} holds no trained assistant (save_trainable writes it)")
+    return AssistantConfig(**json.loads(file.read_text()))
+
+
 class CafeAssistant(nn.Module):
     """Frozen causal LM + trainable ``visual_proj`` (V), ``gen_head`` (H) and ``gen_embedding`` ([GEN])."""
 
@@ -133,16 +142,23 @@ class CafeAssistant(nn.Module):
         embed = lm.get_input_embeddings()
         if len(tokenizer) > embed.num_embeddings:
             # Only grow (a real Llama-2 has 32000 rows, more than any small tokenizer needs).
-            lm.resize_token_embeddings(
-                len(tokenizer), mean_resizing=embed.weight.device.type != "meta"
-            )
+            # Their rows are never read (always substituted), so no mean-initialisation is needed.
+            lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
             embed = lm.get_input_embeddings()
+        positions = getattr(getattr(lm, "config", None), "max_position_embeddings", None)
+        if positions and tokenizer.model_max_length < positions:
+            tokenizer.model_max_length = positions  # image tokens make prompts longer than text-only ones
         lm.requires_grad_(False)
         lm.eval()
         self.lm = lm
+        # transformers renamed `past_key_values` to `cache` (5.2x); an older release would swallow
+        # `cache` into **kwargs and silently decode without one, so ask the signature.
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
         hidden = embed.embedding_dim
-        device, dtype = embed.weight.device, embed.weight.dtype
+        # V, H and [GEN] stay float32 whatever the LM's dtype (a bf16 LM on GPU): they are what
+        # AdamW updates, and they are a few million parameters beside the LM's billions.
+        device, dtype = embed.weight.device, torch.float32
         self.hidden_size = hidden
         self.visual_proj = nn.Linear(
             config.patch_dim, hidden, device=device, dtype=dtype
@@ -156,6 +172,42 @@ class CafeAssistant(nn.Module):
                 # Start [GEN] at the scale of the LM's real token embeddings.
                 self.gen_embedding.normal_(0.0, float(embed.weight.float().std()))
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        lm: str | os.PathLike,
+        trained: str | os.PathLike | None = None,
+        *,
+        config: AssistantConfig | None = None,
+        model_root: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+    ) -> CafeAssistant:
+        """The frozen LM and its tokenizer (a folder or Hub id, resolved offline) plus V, H and [GEN].
+
+        ``trained``: a folder written by :meth:`save_trainable`, whose config is used; without it
+        ``config`` is required and V, H, [GEN] start fresh (for training). ``dtype`` is the LM's
+        (bf16 on GPU keeps Llama-2-13B at 26 GB); the trainable parts stay float32.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .hub import resolve_model
+
+        if trained is not None:
+            config = read_config(trained)
+        if config is None:
+            raise ValueError("from_pretrained needs either `trained` (a saved assistant) or `config`")
+        folder = resolve_model(lm, model_root=model_root)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(f"{folder}: the LM's tokenizer has no chat template; CAFE prompts are written with it")
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
+        model.to(device or "cpu")
+        assistant = cls(model, tokenizer, config)
+        if trained is not None:
+            assistant.load_trainable(trained)
+        return assistant
+
     # -- bookkeeping ---------------------------------------------------------------------
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -165,6 +217,13 @@ class CafeAssistant(nn.Module):
             *self.gen_head.parameters(),
             self.gen_embedding,
         ]
+
+    def trainable_module(self) -> nn.Module:
+        """V, H and [GEN] (shared, not copied) as one module: what checkpoints and optimisers see,
+        so a checkpoint never holds the frozen LM (26 GB for Llama-2-13B)."""
+        parts = nn.Module()
+        parts.visual_proj, parts.gen_head, parts.gen_embedding = self.visual_proj, self.gen_head, self.gen_embedding
+        return parts
 
     def train(self, mode: bool = True) -> CafeAssistant:
         super().train(mode)
@@ -224,7 +283,7 @@ class CafeAssistant(nn.Module):
                 f"prompt {index} {what} the image placeholder {self.config.image_token!r}"
             )
         k = where[0]
-        visual = self.visual_proj(patches.to(self.visual_proj.weight.dtype))
+        visual = self.visual_proj(patches.to(self.device, self.visual_proj.weight.dtype))
         text = self._embed_ids(ids)
         return torch.cat([text[:k], visual.to(text.dtype), text[k + 1 :]], dim=0)
 
@@ -321,7 +380,7 @@ class CafeAssistant(nn.Module):
                 None,
                 {
                     "use_cache": True,
-                    "cache": DynamicCache(config=getattr(self.lm, "config", None)),
+                    self._cache_kwarg: DynamicCache(config=getattr(self.lm, "config", None)),
                 },
             )
         out = self.lm(
@@ -352,7 +411,7 @@ class CafeAssistant(nn.Module):
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
-            cache=cache,  # transformers 5: `past_key_values` is deprecated; the cache is updated in place
+            **{self._cache_kwarg: cache},  # updated in place
             use_cache=True,
             output_hidden_states=True,
         )
@@ -449,7 +508,7 @@ class CafeAssistant(nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(path)
-        saved = AssistantConfig(**json.loads((folder / CONFIG_FILE).read_text()))
+        saved = read_config(folder)
         if (saved.patch_dim, saved.clip_dim) != (
             self.config.patch_dim,
             self.config.clip_dim,

@@ -148,6 +148,7 @@ class T2IParams:
 class PretrainParams:
     dataset_size: int  # rendered (image, caption) pairs shared by the image models
     dialogues: int  # world dialogues for the LM
+    multi_turn_p: float  # share of them with an earlier, answered request (chat LMs learn multi-turn chat)
     checkpoint_every: int  # optimizer steps between resumable checkpoints
     clip: ClipParams
     clip_eval: ClipParams
@@ -219,6 +220,34 @@ class VariantSpec:
 
 
 @dataclass(frozen=True)
+class AssistantParams:
+    """Training of the assistant M (eq. 2) on world dialogues, and its chat defaults.
+
+    The paper's optimiser (AdamW, lr 2e-3, batch 128) is `train.AssistantTraining`'s default and
+    what an sd2 run should use; mini's 2-core machines take a smaller batch.
+    """
+
+    dialogues: int  # training dialogues (x, chat, response, y) of training-split subjects
+    val_dialogues: int  # dialogues of validation subjects, for choosing lambda
+    multi_turn_p: float  # share of dialogues with an earlier, answered turn
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    checkpoint_every: int
+    generator: str  # key of `generators`: the G that draws from c_hat (validation, evaluation, chat)
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class AssistantSpec:
+    """A trained assistant of table 4: its distance in eq. 2 and the lambda grid searched on validation."""
+
+    distance: str  # "mse" or "neg_cosine"
+    lambdas: list[float]
+
+
+@dataclass(frozen=True)
 class EvalParams:
     """Sizes of the DreamBench-style protocol (the tests run a tiny slice of the same code)."""
 
@@ -241,6 +270,8 @@ class Params:
     generator: GeneratorParams
     generators: dict[str, GeneratorSpec]
     variants: dict[str, VariantSpec]
+    assistant: AssistantParams
+    assistants: dict[str, AssistantSpec]
     evaluation: EvalParams
     ablations: dict[str, list[str]]  # target -> variants in its table
     source: Path | None = field(default=None, compare=False)
@@ -307,7 +338,11 @@ def _join(where: str, name: str) -> str:
 
 
 def load_params(path: str | os.PathLike = "params.yaml", *, profile: str | None = None) -> Params:
-    """Read and validate `params.yaml`; `profile` overrides the file's `profile` key."""
+    """Read and validate `params.yaml`; `profile` overrides the file's `profile` key.
+
+    The chosen profile's entry of `profile_overrides` (if any) replaces the keys it names, so one
+    file holds mini's settings and, say, the paper's batch size for sd2.
+    """
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"parameters file {path} does not exist")
@@ -326,7 +361,25 @@ def params_from_dict(
     data = dict(data)
     if profile is not None:
         data["profile"] = profile
+    overrides = data.pop("profile_overrides", None) or {}
+    if not isinstance(overrides, dict):
+        raise ParamsError(f"{source}: key 'profile_overrides' must map profile names to settings")
+    chosen = data.get("profile")
+    if isinstance(chosen, str) and chosen in overrides:
+        data = _merge(data, overrides[chosen], f"profile_overrides.{chosen}", source)
     return dataclasses.replace(_from_dict(Params, data, "", source), source=path)
+
+
+def _merge(base: dict, override: Any, where: str, source: str) -> dict:
+    """`base` with `override`'s keys replaced, recursively; an override key must exist in `base`."""
+    if not isinstance(override, dict):
+        raise ParamsError(f"{source}: key '{where}' must be a mapping, got {override!r}")
+    merged = dict(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ParamsError(f"{source}: key '{where}.{key}' overrides nothing (no key '{key}' to override)")
+        merged[key] = _merge(base[key], value, f"{where}.{key}", source) if isinstance(value, dict) and isinstance(base[key], dict) else value
+    return merged
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:

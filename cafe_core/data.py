@@ -20,7 +20,7 @@ from safetensors.numpy import load_file
 from tqdm.auto import tqdm
 
 from .files import atomic_save_safetensors
-from .world import DOMAINS, Subject, World, words
+from .world import DOMAINS, TURN_KINDS, Subject, Turn, World, words
 
 logger = logging.getLogger(__name__)
 
@@ -167,18 +167,31 @@ def render_set(
     return out
 
 
-def dialogue_texts(world: World, n: int, *, split: str, seed: int, tokenizer) -> list[str]:
-    """Chat-formatted single-turn dialogues (all three user-turn kinds) of `split` subjects."""
+def dialogue_texts(world: World, n: int, *, split: str, seed: int, tokenizer, multi_turn_p: float = 0.0) -> list[str]:
+    """Chat-formatted dialogues (all three user-turn kinds) of `split` subjects; with probability
+    `multi_turn_p` a second request follows an answered first one, as in chat models' data."""
     rng = np.random.default_rng([seed, 29])
     subjects = world.subjects(split=split)
-    kinds = ("declarative", "interrogative", "ambiguous")
     texts = []
     for _ in range(n):
         subject = subjects[int(rng.integers(len(subjects)))]
-        turn = world.turn(subject, kinds[int(rng.integers(3))], rng)
-        messages = [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.response}]
-        texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+        chat, turn = chat_turns(world, subject, rng, multi_turn_p)
+        texts.append(tokenizer.apply_chat_template(chat + [{"role": "assistant", "content": turn.response}], tokenize=False))
     return texts
+
+
+def chat_turns(world: World, subject: Subject, rng: np.random.Generator, multi_turn_p: float) -> tuple[list[dict], Turn]:
+    """A chat about `subject` that ends with a user request, and the world's turn for that request.
+
+    With probability `multi_turn_p` an earlier request and its answer come first; the last
+    request is then the one to answer ("... now show me this ball in the snow").
+    """
+    chat: list[dict] = []
+    if rng.random() < multi_turn_p:
+        first = world.turn(subject, TURN_KINDS[int(rng.integers(len(TURN_KINDS)))], rng)
+        chat += [{"role": "user", "content": first.user}, {"role": "assistant", "content": first.response}]
+    turn = world.turn(subject, TURN_KINDS[int(rng.integers(len(TURN_KINDS)))], rng)
+    return chat + [{"role": "user", "content": turn.user}], turn
 
 
 def check_vocabulary(tokenizer, texts: list[str]) -> None:
@@ -224,3 +237,98 @@ def cached_features(
     if path is not None:
         atomic_save_safetensors({"features": features.contiguous()}, path)
     return features
+
+
+# --- the assistant's dialogues: photo x, chat, target image y ---------------------------------
+
+
+@dataclass
+class DialogueSet:
+    """Chats about a subject photo x, each ending in a request, with the response and target y.
+
+    ``messages[i]`` is the chat up to the request being answered (earlier turns included, for
+    multi-turn samples); ``responses[i]`` the answer; ``y`` renders the context it commits to.
+    """
+
+    messages: list[list[dict]]
+    responses: list[str]
+    kinds: list[str]
+    x: np.ndarray  # uint8 (N, H, W, 3): the user's plain photo of the subject
+    y: np.ndarray  # uint8 (N, H, W, 3): the subject in the answered request's context
+    subject_ids: np.ndarray  # int64 (N,)
+    context_ids: np.ndarray  # int64 (N,): context of y
+    valid: list[list[str]]  # names of the contexts that fulfil each request (several for vague wishes)
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+
+def validation_subjects(subjects: list[Subject], every: int = 10) -> tuple[list[Subject], list[Subject]]:
+    """Split training-split subjects into (fit, validation): every `every`-th id validates.
+
+    Held-out (`eval`) subjects stay untouched for the final tables; hyper-parameters such as
+    lambda are chosen on these validation subjects instead.
+    """
+    fit = [s for s in subjects if s.id % every]
+    val = [s for s in subjects if not s.id % every]
+    return fit, val
+
+
+def dialogue_set(
+    world: World,
+    subjects: list[Subject],
+    n: int,
+    *,
+    seed: int,
+    multi_turn_p: float = 0.0,
+    cache_dir: str | os.PathLike | None = None,
+) -> DialogueSet:
+    """`n` dialogues about `subjects` (all three turn kinds), with rendered x and y, cached on disk.
+
+    With probability `multi_turn_p` a dialogue has an earlier, already answered turn in another
+    context: the model must then read the *last* request ("now ... in the snow") while the
+    subject stays the one in the photo.
+    """
+    if not subjects:
+        raise ValueError("dialogue_set needs at least one subject")
+    if not 0.0 <= multi_turn_p <= 1.0:
+        raise ValueError(f"multi_turn_p must be in [0, 1], got {multi_turn_p}")
+    key = config_hash(world.config, sorted(s.id for s in subjects), n, seed, multi_turn_p)
+    path = Path(cache_dir) / f"dialogues-{key}.safetensors" if cache_dir else None
+    if path is not None and path.is_file():
+        from safetensors import safe_open
+
+        arrays = load_file(path)
+        with safe_open(path, "np") as f:
+            meta = json.loads(f.metadata()["meta"])
+        return DialogueSet(meta["messages"], meta["responses"], meta["kinds"], valid=meta["valid"], **arrays)
+    rng = np.random.default_rng([seed, 31])
+    messages, responses, kinds, valid, chosen, contexts, x_seeds, y_seeds = [], [], [], [], [], [], [], []
+    for _ in range(n):
+        subject = subjects[int(rng.integers(len(subjects)))]
+        chat, turn = chat_turns(world, subject, rng, multi_turn_p)
+        messages.append(chat)
+        responses.append(turn.response)
+        kinds.append(turn.kind)
+        valid.append(list(turn.valid))
+        chosen.append(subject)
+        contexts.append(turn.context)
+        x_seeds.append(int(rng.integers(2**31)))
+        y_seeds.append(int(rng.integers(2**31)))
+    out = DialogueSet(
+        messages,
+        responses,
+        kinds,
+        x=world.render_batch(chosen, [None] * n, x_seeds),
+        y=world.render_batch(chosen, contexts, y_seeds),
+        subject_ids=np.array([s.id for s in chosen], np.int64),
+        context_ids=np.array([c.id for c in contexts], np.int64),
+        valid=valid,
+    )
+    if path is not None:
+        atomic_save_safetensors(
+            {"x": out.x, "y": out.y, "subject_ids": out.subject_ids, "context_ids": out.context_ids},
+            path,
+            metadata={"meta": json.dumps({"messages": messages, "responses": responses, "kinds": kinds, "valid": valid})},
+        )
+    return out

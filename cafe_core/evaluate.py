@@ -108,11 +108,12 @@ def face_verification(face, world: World, pairs: int, seed: int) -> dict:
     return _metric(np.mean((score >= threshold) == same), 0.5, threshold=round(threshold, 4), pairs=int(len(same)))
 
 
-def lm_perplexity(lm, tokenizer, world: World, n: int, seed: int) -> dict:
-    """Per-token perplexity on dialogues about evaluation subjects; chance = uniform over the vocabulary."""
+def lm_perplexity(lm, tokenizer, world: World, n: int, seed: int, multi_turn_p: float = 0.0) -> dict:
+    """Per-token perplexity on dialogues about evaluation subjects (the training mix of single- and
+    two-request chats); chance = uniform over the vocabulary."""
     from .pretrain import tokenize_dialogues
 
-    texts = dialogue_texts(world, n, split="eval", seed=seed + 303, tokenizer=tokenizer)
+    texts = dialogue_texts(world, n, split="eval", seed=seed + 303, tokenizer=tokenizer, multi_turn_p=multi_turn_p)
     ids, labels = tokenize_dialogues(tokenizer, texts)
     total, count = 0.0, 0
     with torch.inference_mode():
@@ -191,7 +192,7 @@ def world_metrics(params: Params, root: Path) -> tuple[dict, dict]:
     out["face_id_verification_accuracy"] = face_verification(face, world, e.face_pairs, seed)
     lm = LlamaForCausalLM.from_pretrained(model_root / "lm", use_safetensors=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_root / "lm")
-    out["lm_perplexity"] = lm_perplexity(lm, tokenizer, world, e.lm_dialogues, seed)
+    out["lm_perplexity"] = lm_perplexity(lm, tokenizer, world, e.lm_dialogues, seed, params.pretrain.multi_turn_p)
     t2i = TextToImage.from_pretrained("t2i", model_root=model_root)
     p = params.pretrain.t2i
     subjects, contexts, prompts = t2i_probe_prompts(world, e.t2i_samples, seed)

@@ -20,14 +20,13 @@ def image_grid(
 
     `col_titles` label the top row; `cell_titles` (one list per row) label every image.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     n_rows = len(rows)
     n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(scale * n_cols + 1.5, scale * n_rows + 0.4), squeeze=False)
+    # A Figure outside pyplot: nothing global keeps it alive once saved or logged (stages draw many).
+    fig = Figure(figsize=(scale * n_cols + 1.5, scale * n_rows + 0.4))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
             ax = axes[i][j]

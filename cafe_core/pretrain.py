@@ -337,7 +337,8 @@ def train_lm(ws: Workspace, p: LMParams, name: str, out: Path, ckpt: Path) -> di
     from transformers import LlamaForCausalLM
 
     tokenizer = build_tokenizer(ws.world, for_clip=False)
-    texts = dialogue_texts(ws.world, ws.params.pretrain.dialogues, split="train", seed=ws.params.seed, tokenizer=tokenizer)
+    pre = ws.params.pretrain
+    texts = dialogue_texts(ws.world, pre.dialogues, split="train", seed=ws.params.seed, tokenizer=tokenizer, multi_turn_p=pre.multi_turn_p)
     check_vocabulary(tokenizer, texts[:2000])
     ids, labels = tokenize_dialogues(tokenizer, texts)
     torch.manual_seed(p.seed)
@@ -445,7 +446,7 @@ def model_key(params: Params, name: str, dependency_keys: dict[str, str]) -> str
     deps = {"clip": dependency_keys.get("clip")} if name == "t2i" else {}
     data = {"dataset_size": p.dataset_size, "seed": params.seed}
     if name == "lm":
-        data = {"dialogues": p.dialogues, "seed": params.seed}
+        data = {"dialogues": p.dialogues, "multi_turn_p": p.multi_turn_p, "seed": params.seed}
     return config_hash(to_dict(params.world), data, to_dict(getattr(p, name)), deps, name)
 
 

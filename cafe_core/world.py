@@ -185,6 +185,8 @@ class Turn:
     """Says what the assistant made (and, for ambiguous wishes, why)."""
     context: Context
     """The context the response commits to: ground truth for the image to generate."""
+    valid: tuple[str, ...] = ()
+    """Names of every context that fulfils the request: the asked one, or all of a vague wish's."""
 
 
 @dataclass(frozen=True)
@@ -1471,7 +1473,8 @@ class World:
             kept=self._kept(subject, context),
             reason=reason,
         )
-        return Turn(kind, _fix_articles(user), _fix_articles(response), context)
+        valid = wish.contexts if kind == "ambiguous" else (context.name,)
+        return Turn(kind, _fix_articles(user), _fix_articles(response), context, valid)
 
     def find_context(self, domain: str, text: str) -> Context | None:
         """The single context a text commits to, or ``None`` when it names none or several.

@@ -325,3 +325,56 @@ def test_llama2_13b_on_meta(world_tokenizer_factory):
     out = m(prompts, patches, responses, torch.empty(2, 768, device="meta"))
     assert out["c_hat"].shape == (2, 768)
     assert out["loss"].shape == ()
+
+
+def _training_data(m: CafeAssistant, n: int = 12):
+    g = torch.Generator().manual_seed(5)
+    words = ["a red hat", "a", "red", "a hat", "hat red"]
+    prompts = [m.encode_prompt([{"role": "user", "content": words[i % 5]}]) for i in range(n)]
+    responses = [m.encode_response(words[(i + 2) % 5]) for i in range(n)]
+    return prompts, responses, torch.randn(n, PATCHES, PATCH_DIM, generator=g), torch.randn(n, CLIP_DIM, generator=g)
+
+
+def test_interrupted_assistant_training_resumes_to_the_same_weights(world_tokenizer_factory, tmp_path):
+    from cafe_core.train import AssistantTraining, train_assistant
+
+    def trained(ckpt, stop_after=None):
+        m = make_assistant(world_tokenizer_factory)
+        data = _training_data(m)
+        config = AssistantTraining(steps=4, batch_size=4, lr=1e-2, checkpoint_every=2)
+        if stop_after is not None:  # a run killed after its first checkpoint
+            train_assistant(m, *data, AssistantTraining(steps=stop_after, batch_size=4, lr=1e-2, checkpoint_every=2), ckpt)
+            m = make_assistant(world_tokenizer_factory)  # a fresh process: weights from the checkpoint only
+        stats = train_assistant(m, *data, config, ckpt)
+        return m, stats
+
+    straight, stats = trained(tmp_path / "a")
+    assert {"loss", "lm_loss", "embed_loss"} <= set(stats)
+    resumed, _ = trained(tmp_path / "b", stop_after=2)
+    for name, value in straight.trainable_state_dict().items():
+        torch.testing.assert_close(resumed.trainable_state_dict()[name], value, rtol=0, atol=0)
+    frozen = make_assistant(world_tokenizer_factory)
+    for (name, p), (_, q) in zip(straight.lm.named_parameters(), frozen.lm.named_parameters()):
+        assert torch.equal(p, q), f"frozen LM parameter {name} changed"
+    checkpoint = next((tmp_path / "a").glob("step-*")) / "modules.safetensors"
+    from safetensors.torch import load_file
+
+    assert set(load_file(checkpoint)) == {f"assistant.{k}" for k in straight.trainable_state_dict()}  # never the LM
+
+
+def test_from_pretrained_keeps_trainables_float32_beside_a_bf16_lm(world_tokenizer_factory, tmp_path):
+    m = make_assistant(world_tokenizer_factory)
+    m.lm.save_pretrained(tmp_path / "lm")
+    m.tokenizer.save_pretrained(tmp_path / "lm")
+    m.save_trainable(tmp_path / "trained")
+    loaded = CafeAssistant.from_pretrained(tmp_path / "lm", tmp_path / "trained", dtype=torch.bfloat16)
+    assert loaded.lm.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in loaded.trainable_parameters())
+    torch.testing.assert_close(loaded.gen_head.weight, m.gen_head.weight)
+    prompts, patches = batch(loaded)[0], batch(loaded)[1]
+    texts, c_hat = loaded.generate(prompts, patches, max_new_tokens=4)
+    assert len(texts) == 2 and c_hat.dtype == torch.float32 and torch.isfinite(c_hat).all()
+    with pytest.raises(ValueError, match="either `trained`"):
+        CafeAssistant.from_pretrained(tmp_path / "lm")
+    with pytest.raises(FileNotFoundError, match="no trained assistant"):
+        CafeAssistant.from_pretrained(tmp_path / "lm", tmp_path / "nothing")

@@ -59,3 +59,21 @@ def test_profile_override_and_file_errors(tmp_path, raw):
     path.write_text("profile: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(path)
+
+
+def test_profile_overrides_apply_to_their_profile_only(raw):
+    raw["profile_overrides"] = {"sd2": {"assistant": {"batch_size": 128}}}
+    assert params_from_dict(raw).assistant.batch_size == 32
+    sd2 = params_from_dict(raw, profile="sd2")
+    assert sd2.assistant.batch_size == 128 and sd2.assistant.lr == params_from_dict(raw).assistant.lr
+    raw["profile_overrides"] = {"sd2": {"assistant": {"batch": 128}}}
+    with pytest.raises(ParamsError, match=r"profile_overrides\.sd2\.assistant\.batch' overrides nothing"):
+        params_from_dict(raw, profile="sd2")
+
+
+def test_shipped_sd2_settings_use_the_papers_assistant_optimiser(project_root):
+    from cafe_core.train import AssistantTraining
+
+    sd2 = load_params(project_root / "params.yaml", profile="sd2").assistant
+    paper = AssistantTraining()
+    assert (sd2.batch_size, sd2.lr) == (paper.batch_size, paper.lr) == (128, 2e-3)
