@@ -1,6 +1,7 @@
 """One function per DVC stage after world pretraining; the notebooks call these and plot.
 
 teacher_data -> train_generator@<name> -> evaluate_variant@<variant> -> ablation_table(<target>)
+                              \-> train_assistant@<name> -> evaluate_variant@<assistant> (table 4)
 
 Every stage reads `params.yaml` through `Params`, writes atomically, and can be killed and
 run again: training resumes from its checkpoint, cached features and data are reused.
@@ -292,32 +293,162 @@ def dreambench_protocol(params: Params, root: Path, generator: str, *, subjects:
 
 
 
+# --- the assistant M (eq. 2): a lambda grid per distance, chosen on validation -----------------
+
+GT_EMBEDDING = "gt_embedding"  # c = E_c(the true target render): what a perfect assistant would predict
+TARGET_SEEDS = 1000  # offset of the render seeds of true targets y, away from the ceiling row's scenes
+
+
+def assistant_dir(root: Path, name: str) -> Path:
+    return root / "models" / "assistant" / name
+
+
+def _assistant_encoders(params: Params, root: Path, device=None):
+    """The CLIP and DINO of the generator the assistant drives: c_hat must live in G's CLIP space."""
+    from .encoders import ClipEncoder, DinoEncoder
+
+    spec, model_root = params.generators[params.assistant.generator], _model_root(params, root)
+    kwargs = {"model_root": model_root, "device": device or "cpu"}
+    return spec, ClipEncoder.from_pretrained(spec.clip, **kwargs), DinoEncoder.from_pretrained(spec.dino, **kwargs)
+
+
+def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict:
+    """Train assistant `name` once per lambda of its grid, validate each, publish the best.
+
+    Fit and validation dialogues come from disjoint training-split subjects (held-out subjects
+    are kept for the tables). The score that picks lambda is end to end and the same for both
+    distances: evaluation-CLIP similarity between G(c_hat, d) and the true target y.
+    """
+    from accelerate import Accelerator
+
+    from .assistant import AssistantConfig, CafeAssistant
+    from .data import dialogue_set, validation_subjects
+    from .diffusion import CafeGenerator
+    from .encoders import ClipEncoder
+    from .pipeline import CafePipeline, Sampling
+    from .train import AssistantTraining, train_assistant
+
+    if name not in params.assistants:
+        raise KeyError(f"unknown assistant {name!r} (params.yaml key 'assistants'); known: {', '.join(params.assistants)}")
+    spec, a = params.assistants[name], params.assistant
+    accelerator = accelerator or Accelerator()
+    world, model_root = make_world(params), _model_root(params, root)
+    fit, val = validation_subjects(world.subjects(split="train"))
+    data_cache, feature_cache = root / "data" / "assistant", root / "data" / "features"
+    train_set = dialogue_set(world, fit, a.dialogues, seed=params.seed, multi_turn_p=a.multi_turn_p, cache_dir=data_cache)
+    val_set = dialogue_set(world, val, a.val_dialogues, seed=params.seed + 1, multi_turn_p=a.multi_turn_p, cache_dir=data_cache)
+    gen_spec, clip, dino = _assistant_encoders(params, root, accelerator.device)
+    clip_key = _encoder_key(params, root, gen_spec.clip)
+    patches = cached_features(f"clip-patches-{gen_spec.clip}", train_set.x, clip.patch_features, key_parts=(clip_key,), cache_dir=feature_cache)
+    targets = cached_features(f"clip-{gen_spec.clip}", train_set.y, clip.image_embeds, key_parts=(clip_key,), cache_dir=feature_cache)
+    generator = CafeGenerator.from_pretrained(generator_dir(root, a.generator), device=accelerator.device)
+    eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root, device=accelerator.device)
+    training = AssistantTraining(a.steps, a.batch_size, a.lr, a.weight_decay, a.checkpoint_every, params.seed)
+    lm_dtype = torch.bfloat16 if accelerator.device.type == "cuda" else torch.float32  # the frozen LM in half precision on GPU
+    out = assistant_dir(root, name)
+    grid = []
+    for lam in spec.lambdas:
+        member = out / "grid" / f"lambda-{lam:g}"
+        key = config_hash(to_dict(a), spec.distance, lam, clip_key, _encoder_key(params, root, params.profile.lm),
+                          json.loads((generator_dir(root, a.generator) / "cafe_generator.json").read_text())["key"])
+        marker = member / "cafe_assistant.json"
+        if marker.is_file() and json.loads(marker.read_text())["key"] == key:
+            logger.info("assistant %s lambda=%g is up to date (key %s)", name, lam, key)
+            grid.append(json.loads(marker.read_text()))
+            continue
+        config = AssistantConfig(patches.shape[-1], targets.shape[-1], lambda_=lam, distance=spec.distance)
+        torch.manual_seed(params.seed)
+        assistant = CafeAssistant.from_pretrained(params.profile.lm, config=config, model_root=model_root, device=accelerator.device, dtype=lm_dtype)
+        prompts = [assistant.encode_prompt(m) for m in train_set.messages]
+        responses = [assistant.encode_response(r) for r in train_set.responses]
+        ckpt = out.parent / ".checkpoints" / f"{name}-lambda-{lam:g}-{key}"
+        run_name = f"{name}-lambda-{lam:g}"
+        with tracking.start_run("train_assistant", run_name, {"assistant": to_dict(a), "distance": spec.distance, "lambda": lam}, root=root) if accelerator.is_main_process else contextlib.nullcontext():
+            stats = train_assistant(assistant, prompts, responses, patches, targets, training, ckpt, accelerator=accelerator)
+            if accelerator.is_main_process:
+                pipe = CafePipeline(assistant, clip, dino, generator, Sampling.from_params(params.generator), a.max_new_tokens)
+                validation, figure = validate_assistant(pipe, world, val_set, eval_clip, seed=params.seed)
+                tracking.log_metrics({f"val/{k}": v for k, v in validation.items()})
+                tracking.log_figure(figure, "validation_samples.png")
+                record = {"key": key, "lambda": lam, "distance": spec.distance, "final": stats, "validation": validation}
+                member.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(dir=member.parent, prefix=".lambda-"))
+                assistant.save_trainable(tmp)
+                (tmp / "cafe_assistant.json").write_text(json.dumps(record, indent=2))
+                publish_dir(tmp, member)
+                shutil.rmtree(ckpt, ignore_errors=True)
+                grid.append(record)
+        accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return {}
+    best = max(grid, key=lambda r: r["validation"]["score"])
+    chosen = out / "grid" / f"lambda-{best['lambda']:g}"
+    for file in ("assistant.safetensors", "assistant_config.json"):
+        shutil.copyfile(chosen / file, out / f".{file}.tmp")
+        (out / f".{file}.tmp").replace(out / file)
+    selection = {"assistant": name, "distance": spec.distance, "chosen_lambda": best["lambda"],
+                 "criterion": "validation score: eval-CLIP cosine of G(c_hat, d) to the true target y",
+                 "grid": [{"lambda": r["lambda"], **r["validation"], **{f"train_{k}": v for k, v in r["final"].items()}} for r in grid]}
+    atomic_write_json(out / "selection.json", selection)
+    atomic_write_json(root / "results" / "assistant" / f"{name}.json", selection)
+    logger.info("assistant %s: lambda %g chosen on validation (score %.4f)", name, best["lambda"], best["validation"]["score"])
+    return selection
+
+
+def validate_assistant(pipe, world, dialogues, eval_clip, *, seed: int, batch_size: int = 64) -> tuple[dict, object]:
+    """Validation figures of one trained assistant, and a grid of its drawings.
+
+    score: eval-CLIP cosine between G(c_hat, d) and the true target y (what picks lambda);
+    cosine: between c_hat and E_c(y); context_accuracy: the response commits to a context that
+    fulfils the request (any of a vague wish's).
+    """
+    import torch.nn.functional as F
+
+    texts, c_hats, images = [], [], []
+    for i in range(0, len(dialogues), batch_size):
+        t, c, img, _ = pipe.respond(list(dialogues.x[i : i + batch_size]), dialogues.messages[i : i + batch_size], seed=seed + i)
+        texts += t
+        c_hats.append(c)
+        images.append(img)
+    c_hat, images = torch.cat(c_hats), np.concatenate(images)
+    true = pipe.clip.image_embeds(dialogues.y).float().cpu()
+    drawn = F.cosine_similarity(eval_clip.image_embeds(images, normalize=True), eval_clip.image_embeds(dialogues.y, normalize=True))
+    hits = []
+    for text, sid, valid in zip(texts, dialogues.subject_ids, dialogues.valid):
+        found = world.find_context(world.subject(int(sid)).domain, text)
+        hits.append(found is not None and found.name in valid)
+    result = {
+        "score": float(drawn.mean()),
+        "cosine": float(F.cosine_similarity(c_hat, true).mean()),
+        "norm_ratio": float((c_hat.norm(dim=-1) / true.norm(dim=-1)).mean()),
+        "context_accuracy": float(np.mean(hits)),
+    }
+    rows = min(8, len(dialogues))
+    figure = image_grid([list(dialogues.x[:rows]), list(dialogues.y[:rows]), list(images[:rows])], row_titles=["photo x", "target y", "G(c_hat, d)"])
+    return result, figure
+
+
 def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
     """DINO / CLIP-I / CLIP-T on held-out objects, ID / CLIP-T on held-out faces, for one variant.
 
-    Without the assistant (a later stage), c comes from a reference image the base
-    text-to-image model draws from the plain prompt (DESIGN.md, eq. 4's x_ref), and d from
-    the subject photo x. The `real_images` variant scores ground-truth renders: the ceiling.
+    Where c comes from depends on the variant: a reference image the base text-to-image model
+    draws from the plain prompt (`variants`, DESIGN.md eq. 4's x_ref), the assistant's c_hat for
+    the CAFE-phrased request (`assistants`; their quality figures go to quality.json), or the
+    CLIP embedding of the true target render (`gt_embedding`). `real_images` scores
+    ground-truth renders: the ceiling. d is always E_d of the subject photo x.
     """
     from .encoders import ClipEncoder, DinoEncoder, FaceEmbedder
 
-    if variant != REAL_IMAGES and variant not in params.variants:
-        known = ", ".join([*params.variants, REAL_IMAGES])
-        raise KeyError(f"unknown variant {variant!r} (params.yaml key 'variants'); known: {known}")
+    known = [*params.variants, *params.assistants, GT_EMBEDDING, REAL_IMAGES]
+    if variant not in known:
+        raise KeyError(f"unknown variant {variant!r} (params.yaml keys 'variants', 'assistants'); known: {', '.join(known)}")
     e = params.evaluation
     world = make_world(params)
     model_root = _model_root(params, root)
     eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
     eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
     face = FaceEmbedder.from_pretrained(params.profile.face_id, model_root=model_root)
-    generate = None
-    if variant != REAL_IMAGES:
-        spec = params.variants[variant]
-        draw = ReferenceGenerator.load(params, root, spec.generator, spec.guidance)
-
-        def generate(case, k: int) -> np.ndarray:
-            return draw(case.input_image, [p.prompt for p in case.prompts], seed=params.seed + k)
-
+    drawer = _Drawer.for_variant(params, root, variant, world)
     rows, grids = [], {}
     for domain, n_subjects in (("object", e.object_subjects), ("face", e.face_subjects)):
         cases = mini_eval_cases(world, domain, n_subjects, e.prompts, params.seed, n_references=e.references)
@@ -326,11 +457,7 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
         for case in cases:
             prompts = [p.prompt for p in case.prompts]
             for k in range(e.images_per_prompt):
-                if generate is None:
-                    seeds = [params.seed + 7919 * k + i for i in range(len(prompts))]
-                    images = world.render_batch([case.subject] * len(prompts), [p.context for p in case.prompts], seeds)
-                else:
-                    images = generate(case, k)
+                images = drawer(case, k)
                 refs = case.reference_images
                 scores["CLIP_T"].append(clip_t_similarity(eval_clip, images, prompts))
                 if domain == "object":
@@ -342,15 +469,175 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
                     shown.append([case.input_image, *images[:8]])
         rows.append(ProtocolRow(variant, domain, **{k: float(np.mean(v)) if v else None for k, v in scores.items()}))
         grids[domain] = (shown, ["photo x"] + [p.context.phrase.format("subject") for p in cases[0].prompts][:8])
-    if variant != REAL_IMAGES:
-        draw.cache.save()
     out = root / "results" / "variants" / variant
     out.mkdir(parents=True, exist_ok=True)
     result = {"variant": variant, "rows": [r.to_dict() for r in rows]}
+    quality = drawer.finish(eval_clip, eval_dino, face)
+    if quality is not None:
+        atomic_write_json(out / "quality.json", quality)
     for domain, (shown, titles) in grids.items():
         image_grid(shown, col_titles=titles).savefig(out / f"samples_{domain}.png", dpi=150)
     atomic_write_json(out / "metrics.json", result)  # last: its presence means the variant is complete
     return result
+
+
+class _Drawer:
+    """Draws a case's prompts for one variant; `finish` returns its extra figures (or None)."""
+
+    def __init__(self, params: Params, world):
+        self.params, self.world = params, world
+
+    @staticmethod
+    def for_variant(params: Params, root: Path, variant: str, world) -> "_Drawer":
+        if variant == REAL_IMAGES:
+            return _Drawer(params, world)
+        if variant == GT_EMBEDDING:
+            return _TrueEmbeddingDrawer(params, root, world)
+        if variant in params.assistants:
+            return _AssistantDrawer(params, root, world, variant)
+        spec = params.variants[variant]
+        return _ReferenceDrawer(params, world, ReferenceGenerator.load(params, root, spec.generator, spec.guidance))
+
+    def __call__(self, case, k: int) -> np.ndarray:
+        """Ground-truth renders of the case's prompts (the ceiling row)."""
+        seeds = [self.params.seed + 7919 * k + i for i in range(len(case.prompts))]
+        return self.world.render_batch([case.subject] * len(case.prompts), [p.context for p in case.prompts], seeds)
+
+    def finish(self, eval_clip, eval_dino, face) -> dict | None:
+        return None
+
+
+class _ReferenceDrawer(_Drawer):
+    def __init__(self, params: Params, world, draw: ReferenceGenerator):
+        super().__init__(params, world)
+        self.draw = draw
+
+    def __call__(self, case, k: int) -> np.ndarray:
+        return self.draw(case.input_image, [p.prompt for p in case.prompts], seed=self.params.seed + k)
+
+    def finish(self, eval_clip, eval_dino, face) -> None:
+        self.draw.cache.save()
+
+
+class _TrueEmbeddingDrawer(_Drawer):
+    """The fast path with the true target render as the reference: c = E_c(y), an oracle assistant."""
+
+    def __init__(self, params: Params, root: Path, world):
+        from .diffusion import CafeGenerator
+        from .pipeline import CafePipeline, Sampling
+
+        super().__init__(params, world)
+        _, clip, dino = _assistant_encoders(params, root)
+        gen = CafeGenerator.from_pretrained(generator_dir(root, params.assistant.generator))
+        self.pipe = CafePipeline(None, clip, dino, gen, Sampling.from_params(params.generator))
+
+    def __call__(self, case, k: int) -> np.ndarray:
+        targets = super().__call__(case, k + TARGET_SEEDS)  # other scenes than the ceiling row's
+        return self.pipe.generate(case.input_image, targets, seed=self.params.seed + 1000 * k)[0]
+
+
+class _AssistantDrawer(_Drawer):
+    """Chat: the CAFE-phrased request -> response and c_hat -> G; collects the quality figures."""
+
+    def __init__(self, params: Params, root: Path, world, name: str):
+        from .pipeline import CafePipeline
+
+        super().__init__(params, world)
+        self.pipe = CafePipeline.from_params(params, root, assistant=name, device="cpu")
+        self.cases, self.turns = [], []
+
+    def __call__(self, case, k: int) -> np.ndarray:
+        chats = [[{"role": "user", "content": p.cafe_prompt}] for p in case.prompts]
+        texts, c_hat, images, _ = self.pipe.respond([case.input_image] * len(chats), chats, seed=self.params.seed + 1000 * k)
+        targets = super().__call__(case, k + TARGET_SEEDS)
+        self.turns.append((case, texts, c_hat, images, targets))
+        if k == 0:
+            self.cases.append(case)
+        return images
+
+    def finish(self, eval_clip, eval_dino, face) -> dict:
+        return assistant_quality(self.pipe, self.world, self.turns, self.cases, eval_clip, eval_dino, face, seed=self.params.seed)
+
+
+def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, seed: int) -> dict:
+    """Deliverable 6's figures on held-out subjects, per domain.
+
+    - cosine: c_hat against E_c(y), y a true render of the requested context;
+    - names_class_and_context: the response names the subject's class and the requested context;
+    - image_matches_response: eval-CLIP's top context for the drawn image (among the domain's
+      contexts, prompts naming the class) is the one the response names; `_ceiling` is the same
+      test on true renders, what a perfect drawing scores;
+    - ambiguous_valid_with_reason: a vague wish answered with a context that fulfils it and a "because";
+    - second_turn_*: a request asked as the second turn of a chat: is its context named, and are
+      c_hat's cosine to the true target and the drawings' identity (DINO for objects, ID for
+      faces, 4 images) as good as when the same request is asked alone (`same_request_alone_*`)?
+    """
+    import torch.nn.functional as F
+
+    from .world import words
+
+    out: dict[str, dict] = {}
+    rng = np.random.default_rng([seed, 41])
+    for domain in ("object", "face"):
+        mine = [t for t in turns if t[0].subject.domain == domain]
+        if not mine:
+            continue
+        contexts = world.contexts(domain)
+        cos, named, matches, ceiling = [], [], [], []
+        for case, texts, c_hat, images, targets in mine:
+            cos += F.cosine_similarity(c_hat, pipe.clip.image_embeds(targets).float().cpu()).tolist()
+            top = _top_contexts(world, eval_clip, case.subject, contexts, images)
+            top_true = _top_contexts(world, eval_clip, case.subject, contexts, targets)
+            for text, prompt, t, tt in zip(texts, case.prompts, top, top_true):
+                found = world.find_context(domain, text)
+                named.append(case.subject.cls in words(text) and found is not None and found.id == prompt.context.id)
+                matches.append(found is not None and t == found.id)
+                ceiling.append(tt == prompt.context.id)
+        ambiguous, second_named = [], []
+        later, alone = {"identity": [], "cosine": []}, {"identity": [], "cosine": []}
+        for case in [c for c in cases if c.subject.domain == domain]:
+            asks = [world.turn(case.subject, "ambiguous", rng) for _ in range(4)]
+            texts, _, _, _ = pipe.respond([case.input_image] * len(asks), [[{"role": "user", "content": t.user}] for t in asks], seed=seed)
+            for text, ask in zip(texts, asks):
+                found = world.find_context(domain, text)
+                ambiguous.append(found is not None and found.name in ask.valid and "because" in words(text))
+            # The last prompt's request as the second turn of a chat, and the same request alone.
+            first, second = case.prompts[0], case.prompts[-1]
+            r1 = pipe.chat(case.input_image, first.cafe_prompt, seed=seed)
+            r2 = pipe.chat(case.input_image, second.cafe_prompt, r1.history, seed=seed, num_images=4)
+            r0 = pipe.chat(case.input_image, second.cafe_prompt, seed=seed, num_images=4)
+            found = world.find_context(domain, r2.response)
+            second_named.append(found is not None and found.id == second.context.id)
+            target = pipe.clip.image_embeds(world.render(case.subject, second.context, seed=seed + TARGET_SEEDS).image[None]).float().cpu()[0]
+            for result, scores in ((r2, later), (r0, alone)):
+                scores["cosine"].append(float(F.cosine_similarity(result.embedding, target, dim=0)))
+                if domain == "face":
+                    scores["identity"].append(identity_similarity(face, result.images, case.reference_images))
+                else:
+                    scores["identity"].append(dino_similarity(eval_dino, result.images, case.reference_images))
+        out[domain] = {
+            "turns": len(named),
+            "cosine": float(np.mean(cos)),
+            "names_class_and_context": float(np.mean(named)),
+            "image_matches_response": float(np.mean(matches)),
+            "image_matches_response_ceiling": float(np.mean(ceiling)),
+            "ambiguous_requests": len(ambiguous),
+            "ambiguous_valid_with_reason": float(np.mean(ambiguous)),
+            "second_turn_names_context": float(np.mean(second_named)),
+            "second_turn_cosine": float(np.mean(later["cosine"])),
+            "same_request_alone_cosine": float(np.mean(alone["cosine"])),
+            "second_turn_identity": float(np.mean(later["identity"])),
+            "same_request_alone_identity": float(np.mean(alone["identity"])),
+            "identity_metric": "ID" if domain == "face" else "DINO",
+        }
+    return out
+
+
+def _top_contexts(world, eval_clip, subject, contexts, images) -> list[int]:
+    """For each image, the id of the context whose prompt eval-CLIP finds closest."""
+    text = eval_clip.text_embeds([world.prompt(subject, c) for c in contexts], normalize=True)
+    sims = eval_clip.image_embeds(images, normalize=True) @ text.T
+    return [contexts[int(i)].id for i in sims.argmax(-1)]
 
 
 # --- ablation tables ---------------------------------------------------------------------------
@@ -389,9 +676,17 @@ def _log_variant_run(root: Path, target: str, variant: str, params: Params, rows
         spec = params.variants[variant]
         gen_spec = params.generators[spec.generator]
         run_params.update(generator=spec.generator, guidance=spec.guidance, clip=gen_spec.clip, dino=gen_spec.dino)
+    if variant in params.assistants:
+        selection = root / "results" / "assistant" / f"{variant}.json"
+        chosen = json.loads(selection.read_text())["chosen_lambda"] if selection.is_file() else None
+        run_params.update(distance=params.assistants[variant].distance, chosen_lambda=chosen, generator=params.assistant.generator)
     with tracking.start_run(target, variant, run_params, root=root, tags={"variant": variant, "content": content}):
         for row in rows:
             tracking.log_metrics({f"{row.domain}/{k}": v for k, v in row.to_dict().items() if isinstance(v, float)})
+        quality = folder / "quality.json"
+        if quality.is_file():
+            for domain, figures in json.loads(quality.read_text()).items():
+                tracking.log_metrics({f"{domain}/quality/{k}": v for k, v in figures.items() if isinstance(v, (int, float))})
         for png in sorted(folder.glob("samples_*.png")):
             mlflow.log_artifact(str(png))
 
@@ -403,8 +698,8 @@ def main(argv: list[str] | None = None) -> None:
     from .config import load_params, project_root
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("stage", choices=["teacher_data", "train_generator", "evaluate", "ablation"])
-    parser.add_argument("name", nargs="?", help="generator, variant or ablation target")
+    parser.add_argument("stage", choices=["teacher_data", "train_generator", "train_assistant", "evaluate", "ablation"])
+    parser.add_argument("name", nargs="?", help="generator, assistant, variant or ablation target")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -415,6 +710,7 @@ def main(argv: list[str] | None = None) -> None:
     run = {
         "teacher_data": lambda: teacher_data(params, root),
         "train_generator": lambda: train_generator_stage(params, root, args.name),
+        "train_assistant": lambda: train_assistant_stage(params, root, args.name),
         "evaluate": lambda: evaluate_variant(params, root, args.name),
         "ablation": lambda: ablation_table(params, root, args.name),
     }[args.stage]

@@ -116,6 +116,8 @@ def tiny_raw(steps: int = 4) -> dict:
     raw["world_eval"] = dict(retrieval_images=40, views_per_subject=1, face_pairs=40, lm_dialogues=20, t2i_samples=10)
     raw["teacher"].update(quadruplets=400, clip_threshold=-1.0, dino_threshold=-1.0)  # tiny encoders: keep all
     raw["generator"].update(steps=steps, batch_size=8, checkpoint_every=2, sample_every=2, sample_steps=3)
+    raw["assistant"].update(dialogues=120, val_dialogues=6, steps=steps, batch_size=8, checkpoint_every=2, max_new_tokens=12)
+    raw["assistants"] = {"mse": {"distance": "mse", "lambdas": [0.5, 2.0]}, "neg_cosine": {"distance": "neg_cosine", "lambdas": [1.0]}}
     raw["evaluation"] = dict(object_subjects=2, face_subjects=2, prompts=2, images_per_prompt=1, references=2)
     return raw
 

@@ -1,0 +1,275 @@
+"""Chat to image: the assistant M, the frozen encoders and G behind one call (paper, figure 2).
+
+A turn: CLIP patch features and DINO patch tokens of the photo (computed once per photo and
+kept while the user chats about it), the assistant's greedy response and ``c_hat`` read at
+``[GEN]``, then G samples from ``(c_hat, d)``. The fast path skips the assistant: ``c`` is the
+CLIP embedding of a reference image the user gives. The same class runs the mini world and
+the real SD2 / Llama-2 stack; only the checkpoints differ.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .diffusion import blend_embeddings
+
+__all__ = ["CafePipeline", "ChatResult", "Sampling"]
+
+Photo = Any  # a path, a PIL image, or uint8 (H, W, 3)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How G samples: scheduler, steps and the two guidance scales of eq. 1's branches."""
+
+    steps: int = 25
+    scheduler: str = "ddim"
+    clip_scale: float = 3.0
+    dino_scale: float = 3.0
+    guidance: str = "both"
+
+    @classmethod
+    def from_params(cls, g) -> Sampling:
+        return cls(g.sample_steps, g.scheduler, g.clip_scale, g.dino_scale)
+
+
+@dataclass
+class ChatResult:
+    """One assistant turn: what it said, what it drew, and where the time went."""
+
+    response: str
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    embedding: torch.Tensor  # c_hat, (clip_dim,): the predicted CLIP embedding G drew from
+    history: list[dict]  # the chat including this turn: pass it back for the next one
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: encoders, llm, diffusion, total
+
+
+class _Clock:
+    """Wall-clock seconds per part; synchronises CUDA so a part is charged for its own kernels."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds = device, {}
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _as_array(photo: Photo) -> np.ndarray:
+    """uint8 (H, W, 3) from a path (checked and decoded by `images.load_image`), a PIL image or an array."""
+    from PIL import Image
+
+    from .images import load_image
+
+    if isinstance(photo, (str, os.PathLike)):
+        photo = load_image(photo)
+    if isinstance(photo, Image.Image):
+        photo = np.asarray(photo.convert("RGB"))
+    array = np.asarray(photo)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"a photo must be uint8 (H, W, 3), got {array.dtype} {tuple(array.shape)}")
+    return array
+
+
+def _require(marker: Path, stage: str) -> None:
+    if not marker.is_file():
+        raise FileNotFoundError(f"{marker.parent} holds no trained model: build it with `dvc repro {stage}`")
+
+
+class CafePipeline:
+    """Assistant ``M`` + conditioning CLIP ``E_c`` + DINO ``E_d`` + generator ``G``."""
+
+    def __init__(self, assistant, clip, dino, generator, sampling: Sampling | None = None, max_new_tokens: int = 64):
+        self.assistant, self.clip, self.dino, self.generator = assistant, clip, dino, generator
+        self.sampling = sampling or Sampling()
+        self.max_new_tokens = max_new_tokens
+        self._photo_key: str | None = None
+        self._photo_features: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def from_params(
+        cls,
+        params,
+        root: str | os.PathLike,
+        *,
+        assistant: str | None = "mse",
+        generator: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> CafePipeline:
+        """The profile's checkpoints, the trained assistant ``models/assistant/<assistant>`` and
+        generator ``models/generator/<generator>`` (default: the one the assistant was validated with).
+        ``assistant=None`` loads no language model: the fast path alone.
+        On CUDA the frozen LM, encoders and G load in bf16; V, H and [GEN] stay float32."""
+        from .assistant import CafeAssistant
+        from .diffusion import CafeGenerator
+        from .encoders import ClipEncoder, DinoEncoder
+
+        root = Path(root)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model_root = root / params.profile.model_root if params.profile.model_root else None
+        generator = generator or params.assistant.generator
+        if generator not in params.generators:
+            raise KeyError(f"unknown generator {generator!r} (params.yaml key 'generators'); known: {', '.join(params.generators)}")
+        if assistant is not None and assistant not in params.assistants:
+            raise KeyError(f"unknown assistant {assistant!r} (params.yaml key 'assistants'); known: {', '.join(params.assistants)}")
+        spec = params.generators[generator]
+        gen_dir = root / "models" / "generator" / generator
+        _require(gen_dir / "cafe_generator.json", f"train_generator@{generator}")
+        lm = None
+        if assistant is not None:
+            trained = root / "models" / "assistant" / assistant
+            _require(trained / "assistant_config.json", f"train_assistant@{assistant}")
+            lm = CafeAssistant.from_pretrained(params.profile.lm, trained, model_root=model_root, device=device, dtype=dtype)
+        return cls(
+            lm,
+            ClipEncoder.from_pretrained(spec.clip, model_root=model_root, device=device, dtype=dtype),
+            DinoEncoder.from_pretrained(spec.dino, model_root=model_root, device=device, dtype=dtype),
+            CafeGenerator.from_pretrained(gen_dir, device=device, dtype=dtype),
+            Sampling.from_params(params.generator),
+            max_new_tokens=params.assistant.max_new_tokens,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.device
+
+    # -- features ------------------------------------------------------------------------
+
+    def photo_features(self, photo: Photo) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CLIP patch features (P, patch_dim), DINO patch tokens (N, dino_dim)) of one photo.
+
+        The last photo's features are kept: every turn of a chat about it reuses them.
+        """
+        array = _as_array(photo)
+        key = hashlib.sha256(array.tobytes()).hexdigest() + str(array.shape)
+        if key != self._photo_key:
+            patches = self.clip.patch_features(array[None])[0]
+            d = self.dino.patch_tokens(array[None])[0]
+            self._photo_key, self._photo_features = key, (patches, d)
+        return self._photo_features
+
+    # -- turns ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def respond(
+        self, photos: list[Photo], chats: list[list[dict]], *, seed: int | list[int] = 0, num_images: int = 1
+    ) -> tuple[list[str], torch.Tensor, np.ndarray, dict[str, float]]:
+        """A batch of turns: photo i with chat i (ending in the user's message).
+
+        Returns (responses, c_hat (B, clip_dim), images (B * num_images, H, W, 3), seconds per part);
+        images of turn i are rows ``i * num_images ... (i + 1) * num_images - 1``.
+        """
+        if self.assistant is None:
+            raise RuntimeError("this pipeline has no assistant (it was loaded for the fast path): use generate()")
+        if len(photos) != len(chats):
+            raise ValueError(f"{len(photos)} photos but {len(chats)} chats")
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        for chat in chats:
+            if not chat or chat[-1].get("role") != "user":
+                raise ValueError("each chat must end with the user's message")
+        clock = _Clock(self.device)
+        with clock.part("encoders"):
+            features = [self.photo_features(p) for p in photos]
+            patches = torch.stack([f[0] for f in features])
+            d = torch.stack([f[1] for f in features])
+        with clock.part("llm"):
+            prompts = [self.assistant.encode_prompt(chat) for chat in chats]
+            texts, c_hat = self.assistant.generate(prompts, patches, max_new_tokens=self.max_new_tokens)
+        images = self._draw(c_hat, d, seed, num_images, clock)
+        return texts, c_hat.float().cpu(), images, clock.seconds
+
+    def chat(
+        self,
+        image: Photo,
+        message: str,
+        history: list[dict] | None = None,
+        *,
+        seed: int = 0,
+        num_images: int = 1,
+    ) -> ChatResult:
+        """One turn of a chat about ``image``; ``history`` is the previous result's ``history``.
+
+        The photo stays the subject of every turn (its DINO tokens condition G and its CLIP
+        patches sit at ``<image>`` in the first user message), so "now make it snowy" redraws
+        the same subject in a new context.
+        """
+        if not isinstance(message, str) or not message.strip():
+            raise ValueError("message must be a non-empty string")
+        history = [dict(m) for m in (history or [])]
+        chat = history + [{"role": "user", "content": message.strip()}]
+        start = time.perf_counter()
+        texts, c_hat, images, seconds = self.respond([image], [chat], seed=seed, num_images=num_images)
+        seconds["total"] = time.perf_counter() - start
+        history = chat + [{"role": "assistant", "content": texts[0]}]
+        return ChatResult(texts[0], images, c_hat[0], history, seconds)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        image: Photo,
+        reference: Photo,
+        *,
+        seed: int = 0,
+        num_images: int = 1,
+        c_hat: torch.Tensor | None = None,
+        blend: float = 1.0,
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """The fast path: ``c = E_c(reference)``, ``d = E_d(image)``; no language model.
+
+        ``reference`` is one image or a batch (a list, or uint8 (R, H, W, 3)): one draw each.
+
+        With ``c_hat`` (an assistant's prediction) ``c`` is eq. 4's blend
+        ``(1 - blend) c_hat + blend E_c(reference)``; ``blend=1`` is the reference alone.
+        """
+        clock = _Clock(self.device)
+        start = time.perf_counter()
+        references = reference if isinstance(reference, (list, tuple)) or np.ndim(reference) == 4 else [reference]
+        with clock.part("encoders"):
+            _, d = self.photo_features(image)
+            c = self.clip.image_embeds(np.stack([_as_array(r) for r in references])).float()
+            if c_hat is not None:
+                c = blend_embeddings(c_hat.reshape(1, -1).to(c), c, blend)
+        images = self._draw(c, d[None].expand(len(c), *d.shape), seed, num_images, clock)
+        clock.seconds["total"] = time.perf_counter() - start
+        return images, clock.seconds
+
+    def _draw(self, c: torch.Tensor, d: torch.Tensor, seed: int | list[int], num_images: int, clock: _Clock) -> np.ndarray:
+        s = self.sampling
+        if isinstance(seed, int):  # image j of the batch gets seed + j
+            seeds = [seed + j for j in range(len(c) * num_images)]
+        else:
+            if len(seed) != len(c):
+                raise ValueError(f"got {len(seed)} seeds for {len(c)} turns")
+            seeds = [int(x) + k for x in seed for k in range(num_images)]
+        with clock.part("diffusion"):
+            return self.generator.generate(
+                c.repeat_interleave(num_images, 0),
+                d.repeat_interleave(num_images, 0),
+                guidance=s.guidance,
+                clip_scale=s.clip_scale,
+                dino_scale=s.dino_scale,
+                num_inference_steps=s.steps,
+                scheduler=s.scheduler,
+                seed=seeds,
+            )
