@@ -568,6 +568,7 @@ def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, 
       contexts, prompts naming the class) is the one the response names; `_ceiling` is the same
       test on true renders, what a perfect drawing scores;
     - ambiguous_valid_with_reason: a vague wish answered with a context that fulfils it and a "because";
+      ambiguous_names_class: that answer names the subject's class, which most wishes leave to the photo;
     - second_turn_*: a request asked as the second turn of a chat: is its context named, and are
       c_hat's cosine to the true target and the drawings' identity (DINO for objects, ID for
       faces, 4 images) as good as when the same request is asked alone (`same_request_alone_*`)?
@@ -593,7 +594,7 @@ def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, 
                 named.append(case.subject.cls in words(text) and found is not None and found.id == prompt.context.id)
                 matches.append(found is not None and t == found.id)
                 ceiling.append(tt == prompt.context.id)
-        ambiguous, second_named = [], []
+        ambiguous, ambiguous_class, second_named = [], [], []
         later, alone = {"identity": [], "cosine": []}, {"identity": [], "cosine": []}
         for case in [c for c in cases if c.subject.domain == domain]:
             asks = [world.turn(case.subject, "ambiguous", rng) for _ in range(4)]
@@ -601,6 +602,7 @@ def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, 
             for text, ask in zip(texts, asks):
                 found = world.find_context(domain, text)
                 ambiguous.append(found is not None and found.name in ask.valid and "because" in words(text))
+                ambiguous_class.append(case.subject.cls in words(text))  # "Make it festive!" names no class: the photo must
             # The last prompt's request as the second turn of a chat, and the same request alone.
             first, second = case.prompts[0], case.prompts[-1]
             r1 = pipe.chat(case.input_image, first.cafe_prompt, seed=seed)
@@ -623,6 +625,7 @@ def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, 
             "image_matches_response_ceiling": float(np.mean(ceiling)),
             "ambiguous_requests": len(ambiguous),
             "ambiguous_valid_with_reason": float(np.mean(ambiguous)),
+            "ambiguous_names_class": float(np.mean(ambiguous_class)),
             "second_turn_names_context": float(np.mean(second_named)),
             "second_turn_cosine": float(np.mean(later["cosine"])),
             "same_request_alone_cosine": float(np.mean(alone["cosine"])),

@@ -228,7 +228,7 @@ def test_assistant_variants_quality_figures_and_table(project):
         assert q["turns"] == params.evaluation.prompts * params.evaluation.images_per_prompt * 2
         assert -1 <= q["cosine"] <= 1
         for key in ("names_class_and_context", "image_matches_response", "image_matches_response_ceiling",
-                    "ambiguous_valid_with_reason", "second_turn_names_context"):
+                    "ambiguous_valid_with_reason", "ambiguous_names_class", "second_turn_names_context"):
             assert 0 <= q[key] <= 1
         for key in ("second_turn_cosine", "same_request_alone_cosine", "second_turn_identity", "same_request_alone_identity"):
             assert -1 <= q[key] <= 1
