@@ -1,0 +1,236 @@
+"""Seconds per chat turn of CAFE at the sd2 profile's full size: random weights, bf16, one GPU (a table and a JSON file).
+
+    scripts/gpu/run_sd2_benchmark.sh                                      # on the GPU machine
+    bin/with-env python scripts/gpu/benchmark_sd2.py --device cpu --tiny  # the same wiring, tiny widths, on a CPU
+
+Builds the sd2 profile's models from the published configurations in `cafe_core.reference`, with random weights
+(no checkpoint is read or downloaded): E_c CLIP ViT-L/14-336, E_d DINOv2-giant, M = Llama-2-13B-chat with CAFE's
+V, H and [GEN], and G = the SD2-base UNet and VAE read through CAFE's CLIP and DINO tokens. They go into the same
+`CafePipeline` as the mini profile, and `scripts/benchmark_chat.py` times them the same way: `chat` (a 512 x 512
+photo, "Can you generate an image for this backpack on the beach?", greedy response, 25 DDIM steps at 512 x 512)
+and the fast path `generate`, each split into encoders, llm, diffusion and total; medians of --repeats calls after
+one warm-up. Peak GPU memory is reported with them.
+
+Random weights cost what trained ones cost, with one exception: how many tokens the LM writes before its EOS.
+The median count is reported; a random LM seldom stops early, so the llm part is close to --max-new-tokens tokens.
+Llama-2's tokenizer is not available offline: the mini LM's word-level tokenizer, with the same `[INST]` chat
+template, stands in (prompts a few tokens shorter than Llama-2's, beside the 576 image tokens).
+
+--tiny keeps every token count and image size (576 CLIP patches, 256 DINO tokens, 32000-word LM vocabulary,
+64 x 64 latents, 512 x 512 images) and shrinks widths and depths, so that the whole path runs on a CPU in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+from benchmark_chat import Case, machine_info, measure, report  # noqa: E402
+
+from cafe_core.encoders import IMAGENET_MEAN, IMAGENET_STD, ImageTransform  # noqa: E402
+from cafe_core.reference import reference_config  # noqa: E402
+
+SD2 = "stabilityai/stable-diffusion-2-base"
+CLIP = "openai/clip-vit-large-patch14-336"
+DINO = "facebook/dinov2-giant"
+LLAMA = "meta-llama/Llama-2-13b-chat-hf"
+PHOTO_SIZE = 512
+MESSAGE = "Can you generate an image for this backpack on the beach?"
+# facebook/dinov2-giant's preprocessor_config.json: shorter side to 256, centre crop 224 (16 x 16 = 256 tokens).
+DINOV2_PROCESSOR = {
+    "do_resize": True,
+    "size": {"shortest_edge": 256},
+    "do_center_crop": True,
+    "crop_size": {"height": 224, "width": 224},
+    "resample": 3,
+    "image_mean": list(IMAGENET_MEAN),
+    "image_std": list(IMAGENET_STD),
+}
+
+
+def configs(tiny: bool) -> dict:
+    """The published configurations, or (``tiny``) the same token counts and image sizes with tiny widths."""
+    unet, vae = reference_config(SD2, subfolder="unet"), reference_config(SD2, subfolder="vae")
+    if not tiny:
+        return {
+            "clip": reference_config(CLIP),
+            "dino": reference_config(DINO),
+            "lm": reference_config(LLAMA),
+            "unet": unet,
+            "vae": vae,
+        }
+    from transformers import CLIPConfig, Dinov2Config, LlamaConfig
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+    return {
+        "clip": CLIPConfig(
+            text_config={**small, "num_hidden_layers": 1},
+            vision_config={**small, "num_hidden_layers": 3, "patch_size": 14, "image_size": 336},
+            projection_dim=768,
+        ),
+        "dino": Dinov2Config(
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            patch_size=14,
+            image_size=518,
+            use_swiglu_ffn=True,
+        ),
+        "lm": LlamaConfig(
+            vocab_size=32000,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
+        "unet": {
+            **unet,
+            "block_out_channels": [32, 64, 64, 64],
+            "attention_head_dim": [1, 2, 2, 2],
+            "layers_per_block": 1,
+            "cross_attention_dim": 64,
+        },
+        "vae": {**vae, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1},
+    }
+
+
+@contextlib.contextmanager
+def allocating(device: torch.device, dtype: torch.dtype):
+    """Create parameters on ``device`` in ``dtype`` directly: Llama-2-13B never exists as 52 GB of float32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with device:
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_pipeline(device: torch.device, dtype: torch.dtype, *, tiny: bool, steps: int, max_new_tokens: int):
+    """CafePipeline over randomly initialised sd2-profile models; returns it and parameter counts (millions)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPModel, Dinov2Model, LlamaForCausalLM
+
+    from cafe_core.assistant import AssistantConfig, CafeAssistant
+    from cafe_core.data import build_tokenizer
+    from cafe_core.diffusion import CafeGenerator, ConditioningConfig
+    from cafe_core.encoders import ClipEncoder, DinoEncoder
+    from cafe_core.pipeline import CafePipeline, Sampling
+    from cafe_core.world import World
+
+    cfg = configs(tiny)
+    with allocating(device, dtype):
+        clip = ClipEncoder(CLIPModel(cfg["clip"]))
+        dino = DinoEncoder(
+            Dinov2Model(cfg["dino"]),
+            ImageTransform.from_config(
+                DINOV2_PROCESSOR, default_size=224, default_mean=IMAGENET_MEAN, default_std=IMAGENET_STD
+            ),
+        )
+        lm = LlamaForCausalLM(cfg["lm"])
+        unet = UNet2DConditionModel.from_config(cfg["unet"])
+        vae = AutoencoderKL.from_config(cfg["vae"])
+    assistant = CafeAssistant(
+        lm, build_tokenizer(World(), for_clip=False), AssistantConfig(patch_dim=clip.patch_dim, clip_dim=clip.embed_dim)
+    )
+    conditioning = ConditioningConfig(
+        clip_dim=clip.embed_dim,
+        dino_dim=dino.hidden_size,
+        dino_tokens=dino.num_patches,
+        cross_attention_dim=unet.config.cross_attention_dim,
+    )
+    scheduler = DDPMScheduler.from_config(reference_config(SD2, subfolder="scheduler"))
+    generator = CafeGenerator(unet, scheduler, conditioning, vae=vae).eval().requires_grad_(False)
+    pipe = CafePipeline(assistant, clip, dino, generator, Sampling(steps=steps), max_new_tokens=max_new_tokens)
+
+    def millions(module: torch.nn.Module) -> float:
+        return round(sum(p.numel() for p in module.parameters()) / 1e6, 2)
+
+    sizes = {
+        "clip": millions(clip),
+        "dino": millions(dino),
+        "lm": millions(lm),
+        "V, H, [GEN]": millions(assistant.trainable_module()),
+        "unet with CAFE attention": millions(unet),
+        "conditioner": millions(generator.conditioner),
+        "vae": millions(vae),
+    }
+    return pipe, sizes
+
+
+def random_cases(count: int) -> list[Case]:
+    """Random 512 x 512 photos: the encoders see full-size inputs, and no two calls share a photo."""
+    rng = np.random.default_rng(0)
+
+    def photo() -> np.ndarray:
+        return rng.integers(0, 256, (PHOTO_SIZE, PHOTO_SIZE, 3), dtype=np.uint8)
+
+    return [Case(photo(), MESSAGE, photo(), photo()) for _ in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="torch device (default: cuda)")
+    parser.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float32"),
+        help="the frozen models' dtype (default: bfloat16 on CUDA, else float32, as from_params loads)",
+    )
+    parser.add_argument("--tiny", action="store_true", help="tiny widths and depths, real token counts and sizes")
+    parser.add_argument("--repeats", type=int, default=5, help="timed chat turns (and fast-path calls)")
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    default_json = Path(os.environ["OUT"]) / "sd2_benchmark.json" if os.environ.get("OUT") else None
+    parser.add_argument("--json", type=Path, default=default_json, help="also write the results here ($OUT/...)")
+    args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error("no CUDA device here: use --device cpu --tiny")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+
+    torch.manual_seed(0)  # the same random weights every run, so the LM writes the same tokens
+    started = time.perf_counter()
+    pipe, sizes = build_pipeline(device, dtype, tiny=args.tiny, steps=args.steps, max_new_tokens=args.max_new_tokens)
+    build_seconds = time.perf_counter() - started
+    if cuda:
+        weights_gib = torch.cuda.memory_allocated(device) / 2**30
+        torch.cuda.reset_peak_memory_stats(device)
+    runs = measure(pipe, random_cases(args.repeats + 1))
+    settings = {
+        "models": "tiny" if args.tiny else "full size",
+        "dtype": str(dtype).removeprefix("torch."),
+        "repeats": args.repeats,
+        "image": f"{PHOTO_SIZE}x{PHOTO_SIZE}",
+        "steps": args.steps,
+        "max_new_tokens": args.max_new_tokens,
+        "build_s": round(build_seconds, 1),
+    }
+    if cuda:
+        settings["weights_gib"] = round(weights_gib, 2)
+        settings["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    results = report(machine_info(device), settings, runs)
+    print("\nparameters (millions): " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    if args.json is not None:
+        args.json.write_text(json.dumps({**results, "parameters_millions": sizes}, indent=2, default=str))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
