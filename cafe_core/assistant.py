@@ -210,20 +210,16 @@ class CafeAssistant(nn.Module):
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """Exactly V, H and the [GEN] embedding; everything in the LM stays frozen."""
-        return [
-            *self.visual_proj.parameters(),
-            *self.gen_head.parameters(),
-            self.gen_embedding,
-        ]
-
     def trainable_module(self) -> nn.Module:
-        """V, H and [GEN] (shared, not copied) as one module: what checkpoints and optimisers see,
-        so a checkpoint never holds the frozen LM (26 GB for Llama-2-13B)."""
+        """V, H and [GEN] (shared, not copied) as one module: what optimisers, checkpoints and
+        saved assistants see, so none of them ever holds the frozen LM (26 GB for Llama-2-13B)."""
         parts = nn.Module()
         parts.visual_proj, parts.gen_head, parts.gen_embedding = self.visual_proj, self.gen_head, self.gen_embedding
         return parts
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Exactly V, H and the [GEN] embedding; everything in the LM stays frozen."""
+        return list(self.trainable_module().parameters())
 
     def train(self, mode: bool = True) -> CafeAssistant:
         super().train(mode)
@@ -486,13 +482,7 @@ class CafeAssistant(nn.Module):
     # -- persistence ---------------------------------------------------------------------
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {
-            "visual_proj.weight": self.visual_proj.weight,
-            "visual_proj.bias": self.visual_proj.bias,
-            "gen_head.weight": self.gen_head.weight,
-            "gen_head.bias": self.gen_head.bias,
-            "gen_embedding": self.gen_embedding,
-        }
+        return self.trainable_module().state_dict()
 
     def save_trainable(self, path: str | os.PathLike) -> Path:
         """Write V, H and [GEN] (``assistant.safetensors``) and the config (``assistant_config.json``)

@@ -13,7 +13,6 @@ an image, a parameter), 3 when a model is missing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -124,11 +123,9 @@ def _load(params, root: Path, args):
         raise CliError(str(err.args[0]) if err.args else str(err)) from None
 
 
-def _photo_digest(photo: np.ndarray) -> str:
-    return hashlib.sha256(photo.tobytes()).hexdigest()[:16] + "x".join(map(str, photo.shape))
-
-
 def _read_session(path: Path | None, photo: np.ndarray) -> dict | None:
+    from .pipeline import photo_digest
+
     if path is None or not path.exists():
         return None
     try:
@@ -136,15 +133,16 @@ def _read_session(path: Path | None, photo: np.ndarray) -> dict | None:
         history = session["history"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CliError(f"session file {path} is not a cafe session ({err}); remove it to start a new chat") from None
-    if session.get("photo") != _photo_digest(photo):
+    if session.get("photo") != photo_digest(photo):
         raise CliError(f"session {path} is a chat about another photo; use a new --session file for this one")
     return {"history": history}
 
 
 def _write_session(path: Path, photo: np.ndarray, history: list[dict]) -> None:
     from .files import atomic_write_json
+    from .pipeline import photo_digest
 
-    atomic_write_json(path, {"photo": _photo_digest(photo), "history": history})
+    atomic_write_json(path, {"photo": photo_digest(photo), "history": history})
 
 
 def _write_images(images: np.ndarray, out: Path, *, enlarge: bool) -> list[Path]:

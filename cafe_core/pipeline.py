@@ -22,7 +22,7 @@ import torch
 
 from .diffusion import blend_embeddings
 
-__all__ = ["CafePipeline", "ChatResult", "Sampling"]
+__all__ = ["CafePipeline", "ChatResult", "Sampling", "photo_digest"]
 
 Photo = Any  # a path, a PIL image, or uint8 (H, W, 3)
 
@@ -88,6 +88,11 @@ def _as_array(photo: Photo) -> np.ndarray:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"a photo must be uint8 (H, W, 3), got {array.dtype} {tuple(array.shape)}")
     return array
+
+
+def photo_digest(array: np.ndarray) -> str:
+    """Identity of a photo's pixels: the feature cache's key, and what a CLI session is bound to."""
+    return hashlib.sha256(array.tobytes()).hexdigest()[:16] + "x".join(map(str, array.shape))
 
 
 def _require(marker: Path, stage: str) -> None:
@@ -161,7 +166,7 @@ class CafePipeline:
         The last photo's features are kept: every turn of a chat about it reuses them.
         """
         array = _as_array(photo)
-        key = hashlib.sha256(array.tobytes()).hexdigest() + str(array.shape)
+        key = photo_digest(array)
         if key != self._photo_key:
             patches = self.clip.patch_features(array[None])[0]
             d = self.dino.patch_tokens(array[None])[0]

@@ -303,15 +303,6 @@ def assistant_dir(root: Path, name: str) -> Path:
     return root / "models" / "assistant" / name
 
 
-def _assistant_encoders(params: Params, root: Path, device=None):
-    """The CLIP and DINO of the generator the assistant drives: c_hat must live in G's CLIP space."""
-    from .encoders import ClipEncoder, DinoEncoder
-
-    spec, model_root = params.generators[params.assistant.generator], _model_root(params, root)
-    kwargs = {"model_root": model_root, "device": device or "cpu"}
-    return spec, ClipEncoder.from_pretrained(spec.clip, **kwargs), DinoEncoder.from_pretrained(spec.dino, **kwargs)
-
-
 def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict:
     """Train assistant `name` once per lambda of its grid, validate each, publish the best.
 
@@ -324,7 +315,7 @@ def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=
     from .assistant import AssistantConfig, CafeAssistant
     from .data import dialogue_set, validation_subjects
     from .diffusion import CafeGenerator
-    from .encoders import ClipEncoder
+    from .encoders import ClipEncoder, DinoEncoder
     from .pipeline import CafePipeline, Sampling
     from .train import AssistantTraining, train_assistant
 
@@ -337,7 +328,9 @@ def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=
     data_cache, feature_cache = root / "data" / "assistant", root / "data" / "features"
     train_set = dialogue_set(world, fit, a.dialogues, seed=params.seed, multi_turn_p=a.multi_turn_p, cache_dir=data_cache)
     val_set = dialogue_set(world, val, a.val_dialogues, seed=params.seed + 1, multi_turn_p=a.multi_turn_p, cache_dir=data_cache)
-    gen_spec, clip, dino = _assistant_encoders(params, root, accelerator.device)
+    gen_spec = params.generators[a.generator]  # c_hat must live in the CLIP space G reads
+    clip = ClipEncoder.from_pretrained(gen_spec.clip, model_root=model_root, device=accelerator.device)
+    dino = DinoEncoder.from_pretrained(gen_spec.dino, model_root=model_root, device=accelerator.device)
     clip_key = _encoder_key(params, root, gen_spec.clip)
     patches = cached_features(f"clip-patches-{gen_spec.clip}", train_set.x, clip.patch_features, key_parts=(clip_key,), cache_dir=feature_cache)
     targets = cached_features(f"clip-{gen_spec.clip}", train_set.y, clip.image_embeds, key_parts=(clip_key,), cache_dir=feature_cache)
@@ -523,13 +516,10 @@ class _TrueEmbeddingDrawer(_Drawer):
     """The fast path with the true target render as the reference: c = E_c(y), an oracle assistant."""
 
     def __init__(self, params: Params, root: Path, world):
-        from .diffusion import CafeGenerator
-        from .pipeline import CafePipeline, Sampling
+        from .pipeline import CafePipeline
 
         super().__init__(params, world)
-        _, clip, dino = _assistant_encoders(params, root)
-        gen = CafeGenerator.from_pretrained(generator_dir(root, params.assistant.generator))
-        self.pipe = CafePipeline(None, clip, dino, gen, Sampling.from_params(params.generator))
+        self.pipe = CafePipeline.from_params(params, root, assistant=None, device="cpu")
 
     def __call__(self, case, k: int) -> np.ndarray:
         targets = super().__call__(case, k + TARGET_SEEDS)  # other scenes than the ceiling row's
