@@ -30,8 +30,12 @@ class CliError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cafe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=None, help="project folder holding params.yaml (default: found from the cwd)")
+    parser = argparse.ArgumentParser(
+        prog="cafe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root", type=Path, default=None, help="project folder holding params.yaml (default: found from the cwd)"
+    )
     parser.add_argument("--profile", default=None, help="override params.yaml's profile (mini or sd2)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log model loading")
@@ -43,7 +47,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--num-images", type=int, default=1, help="images to draw (written as OUT-0.png, OUT-1.png ...)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--generator", default=None, help="trained generator (key of params.yaml `generators`)")
-        p.add_argument("--native-size", action="store_true", help="write images at the model's size (tiny in mini), not enlarged to >= 256 px")
+        p.add_argument(
+            "--native-size",
+            action="store_true",
+            help="write images at the model's size (tiny in mini), not enlarged to >= 256 px",
+        )
 
     chat = sub.add_parser("chat", help="one chat turn: prints the response, writes the image")
     common(chat)
@@ -73,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .config import ParamsError, load_params, project_root
-    from .images import ImageLoadError, load_image
+    from .utils.images import ImageLoadError, load_image
+    from .workbench.config import ParamsError, load_params, project_root
 
     if args.num_images < 1:
         raise CliError(f"--num-images must be >= 1, got {args.num_images}")
@@ -92,7 +100,9 @@ def _run(args: argparse.Namespace) -> int:
     session = _read_session(args.session, photo) if args.command == "chat" else None
     pipe = _load(params, root, args)
     if args.command == "chat":
-        result = pipe.chat(photo, args.message, session["history"] if session else None, seed=args.seed, num_images=args.num_images)
+        result = pipe.chat(
+            photo, args.message, session["history"] if session else None, seed=args.seed, num_images=args.num_images
+        )
         images, timings = result.images, result.timings
         print(result.response)
         if args.session:
@@ -106,16 +116,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _load(params, root: Path, args):
-    from .hub import ModelNotFoundError
     from .pipeline import CafePipeline
+    from .utils.hub import ModelNotFoundError
 
     hint = ""
     if params.profile.name == "mini":
-        stage = f"train_assistant@{args.assistant}" if args.command == "chat" else f"train_generator@{args.generator or params.assistant.generator}"
+        stage = (
+            f"train_assistant@{args.assistant}"
+            if args.command == "chat"
+            else f"train_generator@{args.generator or params.assistant.generator}"
+        )
         hint = f"\nThe mini profile's models are built, not downloaded: run `bin/with-env dvc repro {stage}` in {root}."
     try:
         return CafePipeline.from_params(
-            params, root, assistant=args.assistant if args.command == "chat" else None, generator=args.generator, device=args.device
+            params,
+            root,
+            assistant=args.assistant if args.command == "chat" else None,
+            generator=args.generator,
+            device=args.device,
         )
     except (ModelNotFoundError, FileNotFoundError) as err:
         raise CliError(f"a model is missing: {err}{hint}", EXIT_MODEL) from None
@@ -124,7 +142,7 @@ def _load(params, root: Path, args):
 
 
 def _read_session(path: Path | None, photo: np.ndarray) -> dict | None:
-    from .pipeline import photo_digest
+    from .utils.digest import photo_digest
 
     if path is None or not path.exists():
         return None
@@ -139,8 +157,8 @@ def _read_session(path: Path | None, photo: np.ndarray) -> dict | None:
 
 
 def _write_session(path: Path, photo: np.ndarray, history: list[dict]) -> None:
-    from .files import atomic_write_json
-    from .pipeline import photo_digest
+    from .utils.digest import photo_digest
+    from .utils.files import atomic_write_json
 
     atomic_write_json(path, {"photo": photo_digest(photo), "history": history})
 
@@ -149,7 +167,7 @@ def _write_images(images: np.ndarray, out: Path, *, enlarge: bool) -> list[Path]
     """Write each image; nearest-neighbour enlarged to >= 256 px so 16-pixel mini drawings are visible."""
     from PIL import Image
 
-    from .images import save_image
+    from .utils.images import save_image
 
     paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(images))]
     for image, path in zip(images, paths):

@@ -10,7 +10,6 @@ the real SD2 / Llama-2 stack; only the checkpoints differ.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .diffusion import blend_embeddings
+from .models.guidance import blend_embeddings, guidance_mode
+from .utils.digest import photo_digest
 
-__all__ = ["CafePipeline", "ChatResult", "Sampling", "photo_digest"]
+__all__ = ["CafePipeline", "ChatResult", "Sampling"]
 
 Photo = Any  # a path, a PIL image, or uint8 (H, W, 3)
 
@@ -78,7 +78,7 @@ def _as_array(photo: Photo) -> np.ndarray:
     """uint8 (H, W, 3) from a path (checked and decoded by `images.load_image`), a PIL image or an array."""
     from PIL import Image
 
-    from .images import load_image
+    from .utils.images import load_image
 
     if isinstance(photo, (str, os.PathLike)):
         photo = load_image(photo)
@@ -88,11 +88,6 @@ def _as_array(photo: Photo) -> np.ndarray:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(f"a photo must be uint8 (H, W, 3), got {array.dtype} {tuple(array.shape)}")
     return array
-
-
-def photo_digest(array: np.ndarray) -> str:
-    """Identity of a photo's pixels: the feature cache's key, and what a CLI session is bound to."""
-    return hashlib.sha256(array.tobytes()).hexdigest()[:16] + "x".join(map(str, array.shape))
 
 
 def _require(marker: Path, stage: str) -> None:
@@ -124,27 +119,34 @@ class CafePipeline:
         generator ``models/generator/<generator>`` (default: the one the assistant was validated with).
         ``assistant=None`` loads no language model: the fast path alone.
         On CUDA the frozen LM, encoders and G load in bf16; V, H and [GEN] stay float32."""
-        from .assistant import CafeAssistant
-        from .diffusion import CafeGenerator
-        from .encoders import ClipEncoder, DinoEncoder
+        from .models.assistant import CafeAssistant
+        from .models.encoders import ClipEncoder, DinoEncoder
+        from .models.generator import CafeGenerator
+        from .workbench.paths import ProjectPaths
 
-        root = Path(root)
+        paths = ProjectPaths(root)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        model_root = root / params.profile.model_root if params.profile.model_root else None
+        model_root = paths.model_root(params.profile)
         generator = generator or params.assistant.generator
         if generator not in params.generators:
-            raise KeyError(f"unknown generator {generator!r} (params.yaml key 'generators'); known: {', '.join(params.generators)}")
+            raise KeyError(
+                f"unknown generator {generator!r} (params.yaml key 'generators'); known: {', '.join(params.generators)}"
+            )
         if assistant is not None and assistant not in params.assistants:
-            raise KeyError(f"unknown assistant {assistant!r} (params.yaml key 'assistants'); known: {', '.join(params.assistants)}")
+            raise KeyError(
+                f"unknown assistant {assistant!r} (params.yaml key 'assistants'); known: {', '.join(params.assistants)}"
+            )
         spec = params.generators[generator]
-        gen_dir = root / "models" / "generator" / generator
+        gen_dir = paths.generator(generator)
         _require(gen_dir / "cafe_generator.json", f"train_generator@{generator}")
         lm = None
         if assistant is not None:
-            trained = root / "models" / "assistant" / assistant
+            trained = paths.assistant(assistant)
             _require(trained / "assistant_config.json", f"train_assistant@{assistant}")
-            lm = CafeAssistant.from_pretrained(params.profile.lm, trained, model_root=model_root, device=device, dtype=dtype)
+            lm = CafeAssistant.from_pretrained(
+                params.profile.lm, trained, model_root=model_root, device=device, dtype=dtype
+            )
         return cls(
             lm,
             ClipEncoder.from_pretrained(spec.clip, model_root=model_root, device=device, dtype=dtype),
@@ -158,7 +160,7 @@ class CafePipeline:
     def device(self) -> torch.device:
         return self.generator.device
 
-    # -- features ------------------------------------------------------------------------
+    # --- features ---------------------------------------------------------------------------------
 
     def photo_features(self, photo: Photo) -> tuple[torch.Tensor, torch.Tensor]:
         """(CLIP patch features (P, patch_dim), DINO patch tokens (N, dino_dim)) of one photo.
@@ -173,7 +175,7 @@ class CafePipeline:
             self._photo_key, self._photo_features = key, (patches, d)
         return self._photo_features
 
-    # -- turns ---------------------------------------------------------------------------
+    # --- turns ------------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def respond(
@@ -235,18 +237,24 @@ class CafePipeline:
         image: Photo,
         reference: Photo,
         *,
-        seed: int = 0,
+        seed: int | list[int] | torch.Generator = 0,
         num_images: int = 1,
         c_hat: torch.Tensor | None = None,
         blend: float = 1.0,
+        guidance: str | None = None,
     ) -> tuple[np.ndarray, dict[str, float]]:
         """The fast path: ``c = E_c(reference)``, ``d = E_d(image)``; no language model.
 
         ``reference`` is one image or a batch (a list, or uint8 (R, H, W, 3)): one draw each.
+        ``seed``: an int gives image j the seed ``seed + j``; a list, one seed per reference; a
+        ``torch.Generator`` draws the whole batch's starting noise from it (diffusers' ``generator``).
+        ``guidance`` overrides the pipeline's guidance mode (``Sampling.guidance``).
 
         With ``c_hat`` (an assistant's prediction) ``c`` is eq. 4's blend
         ``(1 - blend) c_hat + blend E_c(reference)``; ``blend=1`` is the reference alone.
         """
+        if guidance is not None:
+            guidance_mode(guidance)  # a clear error for an unknown mode, before any work
         clock = _Clock(self.device)
         start = time.perf_counter()
         references = reference if isinstance(reference, (list, tuple)) or np.ndim(reference) == 4 else [reference]
@@ -255,13 +263,23 @@ class CafePipeline:
             c = self.clip.image_embeds(np.stack([_as_array(r) for r in references])).float()
             if c_hat is not None:
                 c = blend_embeddings(c_hat.reshape(1, -1).to(c), c, blend)
-        images = self._draw(c, d[None].expand(len(c), *d.shape), seed, num_images, clock)
+        images = self._draw(c, d[None].expand(len(c), *d.shape), seed, num_images, clock, guidance=guidance)
         clock.seconds["total"] = time.perf_counter() - start
         return images, clock.seconds
 
-    def _draw(self, c: torch.Tensor, d: torch.Tensor, seed: int | list[int], num_images: int, clock: _Clock) -> np.ndarray:
+    def _draw(
+        self,
+        c: torch.Tensor,
+        d: torch.Tensor,
+        seed: int | list[int] | torch.Generator,
+        num_images: int,
+        clock: _Clock,
+        guidance: str | None = None,
+    ) -> np.ndarray:
         s = self.sampling
-        if isinstance(seed, int):  # image j of the batch gets seed + j
+        if isinstance(seed, torch.Generator):
+            seeds = seed
+        elif isinstance(seed, int):  # image j of the batch gets seed + j
             seeds = [seed + j for j in range(len(c) * num_images)]
         else:
             if len(seed) != len(c):
@@ -271,7 +289,7 @@ class CafePipeline:
             return self.generator.generate(
                 c.repeat_interleave(num_images, 0),
                 d.repeat_interleave(num_images, 0),
-                guidance=s.guidance,
+                guidance=guidance or s.guidance,
                 clip_scale=s.clip_scale,
                 dino_scale=s.dino_scale,
                 num_inference_steps=s.steps,

@@ -64,7 +64,10 @@ def measure(pipe, cases: list[Case], *, num_images: int = 1) -> dict[str, list]:
 
 
 def summarise(runs: dict[str, list]) -> dict[str, dict[str, dict[str, float]]]:
-    """``{path: {part: {"median", "min", "max"}}}`` in seconds; a part a path lacks (the fast path's llm) is left out."""
+    """``{path: {part: {"median", "min", "max"}}}`` in seconds.
+
+    A part a path lacks (the fast path's llm) is left out.
+    """
     summary = {}
     for path in ("chat", "fast path"):
         summary[path] = {}
@@ -107,12 +110,13 @@ def report(info: dict, settings: dict, runs: dict[str, list]) -> dict[str, objec
     return {"machine": info, "settings": settings, "seconds": summary}
 
 
-# -- mini profile ------------------------------------------------------------------------------
+# --- mini profile ---------------------------------------------------------------------------------
 
 
 def world_cases(params, count: int) -> list[Case]:
-    """Held-out object subjects: the plain photo for the chat, another scene for the fast path, the beach as reference."""
-    from cafe_core.pretrain import make_world
+    """Held-out object subjects: the plain photo for the chat, another scene for the fast path,
+    the beach as reference."""
+    from cafe_core.world import make_world
 
     world = make_world(params)
     subjects = world.subjects("object", "eval")
@@ -141,8 +145,8 @@ def main() -> None:
         parser.error("--turns and --num-images must be at least 1")
 
     sys.path.insert(0, str(ROOT))
-    from cafe_core.config import load_params
     from cafe_core.pipeline import CafePipeline
+    from cafe_core.workbench.config import load_params
 
     params = load_params(ROOT / "params.yaml")
     if params.profile.name != "mini":

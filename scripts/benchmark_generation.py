@@ -29,11 +29,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cafe_core import stages  # noqa: E402
-from cafe_core.config import load_params  # noqa: E402
-from cafe_core.diffusion import CafeGenerator  # noqa: E402
-from cafe_core.encoders import ClipEncoder, DinoEncoder  # noqa: E402
-from cafe_core.train import step_torch_generator  # noqa: E402
+from cafe_core.models.encoders import ClipEncoder, DinoEncoder  # noqa: E402
+from cafe_core.models.generator import CafeGenerator  # noqa: E402
+from cafe_core.workbench.config import load_params  # noqa: E402
+from cafe_core.workbench.loop import step_torch_generator  # noqa: E402
+from cafe_core.workbench.paths import ProjectPaths  # noqa: E402
+from cafe_core.workbench.stages.teacher_data import load_filtered  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> float:
@@ -54,18 +55,26 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     model_root = ROOT / params.profile.model_root
     spec, g = params.generators["main"], params.generator
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
 
-    gen = CafeGenerator.from_pretrained(stages.generator_dir(ROOT, "main"))
+    gen = CafeGenerator.from_pretrained(ProjectPaths(ROOT).generator("main"))
     clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
     dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
-    data = stages.load_filtered(ROOT)
+    data = load_filtered(ROOT)
     batch = 32
     x, y = data["x"][:batch], data["y"][:batch]
     c, d = clip.image_embeds(y), dino.patch_tokens(x)
 
-    seconds = median_time(lambda: gen.generate(c, d, num_inference_steps=g.sample_steps, scheduler=g.scheduler), args.repeats)
-    print(f"generation: {batch / seconds:.1f} images/s (batch {batch}, {g.sample_steps} steps, 3 guidance branches in one batch; median of {args.repeats})")
+    seconds = median_time(
+        lambda: gen.generate(c, d, num_inference_steps=g.sample_steps, scheduler=g.scheduler), args.repeats
+    )
+    print(
+        f"generation: {batch / seconds:.1f} images/s (batch {batch}, {g.sample_steps} steps, "
+        f"3 guidance branches in one batch; median of {args.repeats})"
+    )
 
     gen.train().requires_grad_(True)  # loaded for inference (frozen); train as train_generator does
     opt = torch.optim.AdamW(gen.parameters(), lr=1e-5)
@@ -81,12 +90,21 @@ def main() -> None:
 
     cached = median_time(lambda: step(c, d), args.repeats)
     uncached = median_time(lambda: step(clip.image_embeds(y), dino.patch_tokens(x)), args.repeats)
-    print(f"training: {1 / cached:.2f} steps/s with the feature cache, {1 / uncached:.2f} steps/s encoding every step "
-          f"(batch {batch}; ratio {uncached / cached:.2f}x; median of {args.repeats})")
+    print(
+        f"training: {1 / cached:.2f} steps/s with the feature cache, {1 / uncached:.2f} steps/s encoding every step "
+        f"(batch {batch}; ratio {uncached / cached:.2f}x; median of {args.repeats})"
+    )
 
     if args.repro:
-        for path in ("data/teacher", "data/teacher_filtered", "data/features", "models/generator", "results/variants",
-                     "results/ablation_embeddings", "results/teacher"):
+        for path in (
+            "data/teacher",
+            "data/teacher_filtered",
+            "data/features",
+            "models/generator",
+            "results/variants",
+            "results/ablation_embeddings",
+            "results/teacher",
+        ):
             shutil.rmtree(ROOT / path, ignore_errors=True)
         started = time.perf_counter()
         subprocess.run(["dvc", "repro", "ablation_embeddings"], cwd=ROOT, check=True)

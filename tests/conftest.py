@@ -47,12 +47,30 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """A project folder whose world models were pretrained with tiny settings (core and small)."""
-    from helpers import tiny_raw
+    from cafe_core.workbench.config import params_from_dict
+    from cafe_core.workbench.stages.pretrain_world import pretrain_models
+    from cafe_core.world.pretrain import MODELS, SMALL_MODELS
 
-    from cafe_core.config import params_from_dict
-    from cafe_core.pretrain import MODELS, SMALL_MODELS, pretrain_world
+    from helpers import tiny_raw
 
     root = tmp_path_factory.mktemp("project")
     params = params_from_dict(tiny_raw())
-    pretrain_world(params, root, models=MODELS + SMALL_MODELS)
+    pretrain_models(params, root, models=MODELS + SMALL_MODELS)
     return params, root
+
+
+@pytest.fixture(scope="session")
+def assistant_project(tiny_world):
+    """The tiny world with teacher data, G and the `mse` assistant trained; its training runs are
+    logged to `mlflow-assistant.db` in the project, where the tests read them back."""
+    from cafe_core.workbench.stages.teacher_data import teacher_data
+    from cafe_core.workbench.stages.train_assistant import train_assistant_stage
+    from cafe_core.workbench.stages.train_generator import train_generator_stage
+
+    params, root = tiny_world
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow-assistant.db'}")
+        teacher_data(params, root)
+        train_generator_stage(params, root, "main")
+        selection = train_assistant_stage(params, root, "mse")
+    return params, root, selection

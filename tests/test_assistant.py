@@ -6,43 +6,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cafe_core.assistant import AssistantConfig, CafeAssistant, embedding_distance
+from cafe_core.models.assistant import AssistantConfig, CafeAssistant, embedding_distance
+from cafe_core.testing import tiny_llama
 
 PATCHES, PATCH_DIM, CLIP_DIM = 5, 12, 8
 
 
 @pytest.fixture(scope="module")
 def world_tokenizer_factory():
-    from cafe_core.data import build_tokenizer
     from cafe_core.world import World
+    from cafe_core.world.datasets import build_tokenizer
 
     world = World()
     return lambda: build_tokenizer(world, for_clip=False)
 
 
-def tiny_lm(vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
-        bos_token_id=2,
-        eos_token_id=3,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
-
-
 def make_assistant(factory, distance="mse", lambda_=1.0, seed=0) -> CafeAssistant:
     tok = factory()
-    lm = tiny_lm(len(tok), seed)
+    lm = tiny_llama(len(tok), seed)
     torch.manual_seed(seed + 1)
     return CafeAssistant(
         lm,
@@ -80,7 +61,7 @@ def test_config_validates_distance():
 def test_tokens_added_and_embeddings_resized(world_tokenizer_factory):
     tok = world_tokenizer_factory()
     n = len(tok)
-    lm = tiny_lm(n)
+    lm = tiny_llama(n)
     m = CafeAssistant(lm, tok, AssistantConfig(PATCH_DIM, CLIP_DIM))
     assert len(tok) == n + 2
     assert lm.get_input_embeddings().num_embeddings == n + 2
@@ -92,9 +73,7 @@ def test_tokens_added_and_embeddings_resized(world_tokenizer_factory):
 def test_only_v_h_gen_train(world_tokenizer_factory):
     m = make_assistant(world_tokenizer_factory)
     trainable = m.trainable_parameters()
-    assert {id(p) for p in trainable} == {
-        id(p) for p in m.parameters() if p.requires_grad
-    }
+    assert {id(p) for p in trainable} == {id(p) for p in m.parameters() if p.requires_grad}
     assert len(trainable) == 5
     assert not any(p.requires_grad for p in m.lm.parameters())
     lm_before = {k: v.clone() for k, v in m.lm.state_dict().items()}
@@ -125,15 +104,11 @@ def test_image_placeholder_replaced_by_projected_patches(world_tokenizer_factory
         torch.testing.assert_close(row[k + PATCHES : n], table[rest])
         torch.testing.assert_close(row[n], m.gen_embedding)
         assert int(inputs["gen_positions"][i]) == n
-        assert inputs["attention_mask"][i].tolist() == [1] * (n + 1) + [0] * (
-            row.shape[0] - n - 1
-        )
+        assert inputs["attention_mask"][i].tolist() == [1] * (n + 1) + [0] * (row.shape[0] - n - 1)
     # The LM really receives them: hook the first decoder layer's input.
     seen = {}
     handle = m.lm.model.layers[0].register_forward_hook(
-        lambda mod, args, kwargs, out: seen.setdefault(
-            "x", args[0] if args else kwargs["hidden_states"]
-        ),
+        lambda mod, args, kwargs, out: seen.setdefault("x", args[0] if args else kwargs["hidden_states"]),
         with_kwargs=True,
     )
     try:
@@ -152,9 +127,7 @@ def test_labels_mask_all_but_response(world_tokenizer_factory):
         start = len(ids) - 1 + PATCHES
         assert labels[:start] == [-100] * start
         assert labels[start : start + len(responses[i])] == responses[i]
-        assert all(
-            x == -100 for x in labels[start + len(responses[i]) :]
-        )  # [GEN] and padding
+        assert all(x == -100 for x in labels[start + len(responses[i]) :])  # [GEN] and padding
     no_resp = m.prepare_inputs(prompts, patches)
     assert bool((no_resp["labels"] == -100).all())
 
@@ -162,9 +135,7 @@ def test_labels_mask_all_but_response(world_tokenizer_factory):
 @pytest.mark.parametrize("prompt", ["a red hat", "<image> a <image> red"])
 def test_missing_or_repeated_image_raises(world_tokenizer_factory, prompt):
     m = make_assistant(world_tokenizer_factory)
-    ids = m.tokenizer(f"<s> [INST] {prompt} [/INST]", add_special_tokens=False)[
-        "input_ids"
-    ]
+    ids = m.tokenizer(f"<s> [INST] {prompt} [/INST]", add_special_tokens=False)["input_ids"]
     with pytest.raises(ValueError, match="image placeholder"):
         m.prepare_inputs([ids], torch.zeros(1, PATCHES, PATCH_DIM))
 
@@ -178,16 +149,12 @@ def test_loss_matches_hand_computation(world_tokenizer_factory, distance):
     if distance == "mse":
         expected = ((c - target) ** 2).sum() / c.numel()
     else:
-        expected = torch.stack(
-            [1 - (a @ b) / (a.norm() * b.norm()) for a, b in zip(c, target)]
-        ).mean()
+        expected = torch.stack([1 - (a @ b) / (a.norm() * b.norm()) for a, b in zip(c, target)]).mean()
     torch.testing.assert_close(out["embed_loss"], expected)
     torch.testing.assert_close(out["loss"], out["lm_loss"] + 0.7 * expected)
     # LM loss by hand: cross entropy of the logits one step before each response token.
     inputs = m.prepare_inputs(prompts, patches, responses)
-    logits = m.lm(
-        inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"]
-    ).logits
+    logits = m.lm(inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"]).logits
     labels = inputs["labels"]
     keep = labels[:, 1:] != -100
     hand = F.cross_entropy(logits[:, :-1][keep], labels[:, 1:][keep])
@@ -225,11 +192,7 @@ def test_generate_matches_teacher_forcing(world_tokenizer_factory):
     m = make_assistant(world_tokenizer_factory)
     prompts, patches, _, _ = batch(m)
     texts, c_hat = m.generate(prompts, patches, max_new_tokens=6)
-    assert (
-        isinstance(texts, list)
-        and len(texts) == 2
-        and all(isinstance(t, str) for t in texts)
-    )
+    assert isinstance(texts, list) and len(texts) == 2 and all(isinstance(t, str) for t in texts)
     assert c_hat.shape == (2, CLIP_DIM)
     # Batched, left-padded KV-cache decoding agrees with a teacher-forced pass over the same response.
     generated = m.last_generated_ids
@@ -267,9 +230,7 @@ def test_generate_stops_at_eos(world_tokenizer_factory):
         texts, c_hat = m.generate(prompts, patches, max_new_tokens=5)
         generated = m.last_generated_ids
         assert generated[0] == [eos] and texts[0] == ""
-        assert eos not in generated[1][:-1] and (
-            len(generated[1]) == 5 or generated[1][-1] == eos
-        )
+        assert eos not in generated[1][:-1] and (len(generated[1]) == 5 or generated[1][-1] == eos)
         # Sample 0 stopped early: its [GEN] still sees only [prompt][EOS] at the training positions.
         with torch.no_grad():
             inputs = m.prepare_inputs(prompts, patches, generated)
@@ -280,17 +241,15 @@ def test_generate_stops_at_eos(world_tokenizer_factory):
 
 def test_save_load_round_trip(world_tokenizer_factory, tmp_path):
     m = make_assistant(world_tokenizer_factory, seed=0)
-    folder = m.save_trainable(tmp_path / "m")
-    assert (folder / "assistant.safetensors").is_file() and (
-        folder / "assistant_config.json"
-    ).is_file()
+    folder = m.save_pretrained(tmp_path / "m")
+    assert (folder / "assistant.safetensors").is_file() and (folder / "assistant_config.json").is_file()
     other = make_assistant(world_tokenizer_factory, seed=5)
     assert not torch.equal(other.visual_proj.weight, m.visual_proj.weight)
     other.load_trainable(folder)
     for a, b in zip(m.trainable_parameters(), other.trainable_parameters()):
         assert torch.equal(a, b)
     wrong = CafeAssistant(
-        tiny_lm(len(world_tokenizer_factory())),
+        tiny_llama(len(world_tokenizer_factory())),
         world_tokenizer_factory(),
         AssistantConfig(PATCH_DIM + 1, CLIP_DIM),
     )
@@ -299,12 +258,10 @@ def test_save_load_round_trip(world_tokenizer_factory, tmp_path):
 
 
 def test_llama2_13b_on_meta(world_tokenizer_factory):
-    from cafe_core.reference import build_on_meta
+    from cafe_core.models.reference import build_on_meta
 
     lm = build_on_meta("meta-llama/Llama-2-13b-chat-hf")
-    m = CafeAssistant(
-        lm, world_tokenizer_factory(), AssistantConfig(patch_dim=1024, clip_dim=768)
-    )
+    m = CafeAssistant(lm, world_tokenizer_factory(), AssistantConfig(patch_dim=1024, clip_dim=768))
     assert lm.get_input_embeddings().num_embeddings == 32000  # never shrunk
     n_train = sum(p.numel() for p in m.trainable_parameters())
     assert n_train == 1024 * 5120 + 5120 + 5120 * 768 + 768 + 5120
@@ -312,9 +269,7 @@ def test_llama2_13b_on_meta(world_tokenizer_factory):
         m.encode_prompt([{"role": "user", "content": "a red hat"}]),
         m.encode_prompt([{"role": "user", "content": "a"}]),
     ]
-    patches = torch.empty(
-        2, 577, 1024, device="meta"
-    )  # ViT-L/14@336: 24*24 patches + CLS
+    patches = torch.empty(2, 577, 1024, device="meta")  # ViT-L/14@336: 24*24 patches + CLS
     responses = [m.encode_response("a red hat"), m.encode_response("red")]
     inputs = m.prepare_inputs(prompts, patches, responses)
     assert inputs["inputs_embeds"].shape[:2] == (
@@ -336,14 +291,16 @@ def _training_data(m: CafeAssistant, n: int = 12):
 
 
 def test_interrupted_assistant_training_resumes_to_the_same_weights(world_tokenizer_factory, tmp_path):
-    from cafe_core.train import AssistantTraining, train_assistant
+    from cafe_core.workbench.training import AssistantTraining, train_assistant
 
     def trained(ckpt, stop_after=None):
         m = make_assistant(world_tokenizer_factory)
         data = _training_data(m)
         config = AssistantTraining(steps=4, batch_size=4, lr=1e-2, checkpoint_every=2)
         if stop_after is not None:  # a run killed after its first checkpoint
-            train_assistant(m, *data, AssistantTraining(steps=stop_after, batch_size=4, lr=1e-2, checkpoint_every=2), ckpt)
+            train_assistant(
+                m, *data, AssistantTraining(steps=stop_after, batch_size=4, lr=1e-2, checkpoint_every=2), ckpt
+            )
             m = make_assistant(world_tokenizer_factory)  # a fresh process: weights from the checkpoint only
         stats = train_assistant(m, *data, config, ckpt)
         return m, stats
@@ -366,7 +323,7 @@ def test_from_pretrained_keeps_trainables_float32_beside_a_bf16_lm(world_tokeniz
     m = make_assistant(world_tokenizer_factory)
     m.lm.save_pretrained(tmp_path / "lm")
     m.tokenizer.save_pretrained(tmp_path / "lm")
-    m.save_trainable(tmp_path / "trained")
+    m.save_pretrained(tmp_path / "trained")
     loaded = CafeAssistant.from_pretrained(tmp_path / "lm", tmp_path / "trained", dtype=torch.bfloat16)
     assert loaded.lm.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in loaded.trainable_parameters())

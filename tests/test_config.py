@@ -5,7 +5,7 @@ import copy
 import pytest
 import yaml
 
-from cafe_core.config import PROFILES, ParamsError, load_params, params_from_dict, to_dict
+from cafe_core.workbench.config import PROFILES, ParamsError, load_params, params_from_dict, to_dict
 
 
 @pytest.fixture()
@@ -26,7 +26,9 @@ def test_unknown_profile_names_key_and_choices(raw):
         params_from_dict(raw)
 
 
-@pytest.mark.parametrize("path", ["world.image_size", "pretrain.clip.steps", "world_eval", "pretrain.t2i.guidance_scale"])
+@pytest.mark.parametrize(
+    "path", ["world.image_size", "pretrain.clip.steps", "world_eval", "pretrain.t2i.guidance_scale"]
+)
 def test_missing_key_is_named(raw, path):
     data = copy.deepcopy(raw)
     *parents, leaf = path.split(".")
@@ -72,8 +74,22 @@ def test_profile_overrides_apply_to_their_profile_only(raw):
 
 
 def test_shipped_sd2_settings_use_the_papers_assistant_optimiser(project_root):
-    from cafe_core.train import AssistantTraining
+    from cafe_core.workbench.training import AssistantTraining
 
     sd2 = load_params(project_root / "params.yaml", profile="sd2").assistant
     paper = AssistantTraining()
     assert (sd2.batch_size, sd2.lr) == (paper.batch_size, paper.lr) == (128, 2e-3)
+
+
+def test_shipped_sd2_settings_filter_at_the_papers_thresholds_and_read_real_data(project_root):
+    from cafe_core.data.filter import SD2_FILTER
+
+    sd2 = load_params(project_root / "params.yaml", profile="sd2")
+    assert (sd2.teacher.clip_threshold, sd2.teacher.dino_threshold) == (
+        SD2_FILTER.clip_threshold,
+        SD2_FILTER.dino_threshold,
+    )
+    assert sd2.data.evaluation == "dreambench" and sd2.data.train != "world"
+    mini = load_params(project_root / "params.yaml")
+    assert mini.data.train == mini.data.evaluation == "world"
+    assert mini.teacher.clip_threshold is None  # mini calibrates its thresholds on null pairs

@@ -12,25 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import tiny_clip_encoder, tiny_dino_encoder, tiny_face_embedder
-
-from cafe_core.dreambench import (
-    COLUMNS,
-    PROMPTS_FILE,
-    DreamBench,
-    ProtocolRow,
-    cafe_request,
-    clip_i_similarity,
-    clip_t_similarity,
-    dino_similarity,
-    dreambench_root,
-    identity_similarity,
-    load_dreambench,
-    mini_eval_cases,
-    write_table,
-)
-from cafe_core.encoders import ClipEncoder, DinoEncoder
+from cafe_core.benchmarks.dreambench import PROMPTS_FILE, DreamBench, cafe_request, dreambench_root, load_dreambench
+from cafe_core.benchmarks.metrics import clip_i_similarity, clip_t_similarity, dino_similarity, identity_similarity
+from cafe_core.benchmarks.tables import COLUMNS, ProtocolRow, write_table
+from cafe_core.models.encoders import ClipEncoder, DinoEncoder
+from cafe_core.testing import tiny_clip_encoder, tiny_dino_encoder, tiny_face_embedder
 from cafe_core.world import World, WorldConfig
+from cafe_core.world.cases import mini_eval_cases
 
 IMAGE = 32
 
@@ -68,7 +56,7 @@ def _noise(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, IMAGE, IMAGE, 3), dtype=np.uint8)
 
 
-# ----------------------------------------------------------------------------- reader
+# --- reader ---------------------------------------------------------------------------------------
 
 
 def test_reads_the_published_subjects_and_split(bench: DreamBench) -> None:
@@ -133,7 +121,7 @@ def test_root_from_env_and_project(
     monkeypatch.delenv("CAFE_DREAMBENCH", raising=False)
     assert dreambench_root(project_root) == dreambench_root() == dreambench.resolve()
     monkeypatch.setenv("CAFE_DREAMBENCH", str(dreambench))
-    assert dreambench_root(tmp_path) == dreambench  # the environment wins over the project layout
+    assert dreambench_root(tmp_path) == dreambench.resolve()  # the environment wins over the project layout
 
 
 def test_missing_root_names_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +141,7 @@ def test_missing_subject_folder_is_named(dreambench: Path, tmp_path: Path) -> No
         load_dreambench(tmp_path)
 
 
-# ----------------------------------------------------------------------------- metrics
+# --- metrics --------------------------------------------------------------------------------------
 
 
 def test_image_metrics_prefer_the_same_subject(clip: ClipEncoder, dino: DinoEncoder) -> None:
@@ -192,7 +180,7 @@ def test_clip_t_pairs_each_image_with_its_own_prompt(clip: ClipEncoder) -> None:
         clip_t_similarity(clip, generated, prompts[:1])
 
 
-# ----------------------------------------------------------------------------- tables
+# --- tables ---------------------------------------------------------------------------------------
 
 
 def test_row_dict_uses_the_table_columns() -> None:
@@ -222,21 +210,25 @@ def test_write_table_formats_and_leaves_blanks(tmp_path: Path) -> None:
     assert sorted(p.name for p in csv_path.parent.iterdir()) == ["table.csv", "table.md"]
 
 
-# ----------------------------------------------------------------------------- CAFE-mini cases
+# --- CAFE-mini cases ------------------------------------------------------------------------------
 
 
 def test_mini_cases_use_held_out_subjects(world: World) -> None:
     cases = mini_eval_cases(world, "object", n_subjects=3, n_prompts=4, seed=0, n_references=3)
-    assert len(cases) == 3 and all(case.subject.split == "eval" and case.subject.domain == "object" for case in cases)
+    assert len(cases) == 3 and all(
+        case.key.split == "eval" and case.domain == case.key.domain == "object" for case in cases
+    )
     size = world.config.image_size
     for case in cases:
         assert case.reference_images.shape == (3, size, size, 3) and case.reference_images.dtype == np.uint8
         assert len({image.tobytes() for image in case.reference_images}) == 3  # distinct render seeds
         assert np.array_equal(case.input_image, case.reference_images[0])
-        assert [p.context for p in case.prompts] == [p.context for p in cases[0].prompts]
-        for context, prompt, cafe in case.prompts:
-            assert prompt == world.prompt(case.subject, context)
-            assert case.subject.cls in cafe and "this" in cafe and cafe.endswith(("?", "."))
+        assert [p.key for p in case.prompts] == [p.key for p in cases[0].prompts]
+        assert case.subject == case.key.name
+        for prompt, cafe, label, context in case.prompts:
+            assert prompt == world.prompt(case.key, context)
+            assert label == context.phrase.format("subject")
+            assert case.key.cls in cafe and "this" in cafe and cafe.endswith(("?", "."))
 
 
 def test_mini_cases_are_seeded(world: World) -> None:
@@ -246,6 +238,6 @@ def test_mini_cases_are_seeded(world: World) -> None:
     assert [c.prompts for c in first] == [c.prompts for c in again]
     assert all(np.array_equal(a.reference_images, b.reference_images) for a, b in zip(first, again, strict=True))
     full = mini_eval_cases(world, "face", n_subjects=1, n_prompts=len(world.contexts("face")), seed=0)
-    assert [p.context for p in full[0].prompts] == world.contexts("face")
+    assert [p.key for p in full[0].prompts] == world.contexts("face")
     with pytest.raises(ValueError, match="n_subjects"):
         mini_eval_cases(world, "face", n_subjects=10_000, n_prompts=1, seed=0)

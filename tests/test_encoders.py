@@ -10,10 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import tiny_word_tokenizer, write_hub_cache
+from cafe_core.models.encoders import ClipEncoder, DinoEncoder, FaceEmbedder, IdentityEmbedder, ImageTransform
+from cafe_core.testing import tiny_clip_config, tiny_dinov2_config, tiny_vit_config, tiny_word_tokenizer
+from cafe_core.utils.hub import ModelNotFoundError
 
-from cafe_core.encoders import ClipEncoder, DinoEncoder, FaceEmbedder, IdentityEmbedder, ImageTransform
-from cafe_core.hub import ModelNotFoundError
+from helpers import write_hub_cache
 
 IMAGE = 32
 WORDS = "a photo of the dog cat toy red blue green on beach with hat in snow".split()
@@ -54,26 +55,15 @@ VIT_PREPROCESSOR = {  # facebook/dino-vits16 (legacy ViTFeatureExtractor: an int
 }
 
 
-# ----------------------------------------------------------------------------- tiny models on disk
+# --- tiny models on disk --------------------------------------------------------------------------
 
 
 def write_tiny_clip(folder: Path) -> Path:
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPModel
 
     torch.manual_seed(0)
     tokenizer = tiny_word_tokenizer(WORDS)
-    vocab = tokenizer.get_vocab()
-    config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=12, bos_token_id=2, eos_token_id=3, pad_token_id=0,
-        ),
-        vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-            image_size=IMAGE, patch_size=8,
-        ),
-        projection_dim=24,
-    )
+    config = tiny_clip_config(len(tokenizer.get_vocab()), image_size=IMAGE, vision_layers=3, max_positions=12)
     CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(CLIP_PREPROCESSOR))
@@ -81,25 +71,19 @@ def write_tiny_clip(folder: Path) -> Path:
 
 
 def write_tiny_dinov2(folder: Path) -> Path:
-    from transformers import Dinov2Config, Dinov2Model
+    from transformers import Dinov2Model
 
     torch.manual_seed(1)
-    config = Dinov2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, image_size=64, patch_size=8
-    )
-    Dinov2Model(config).save_pretrained(folder)
+    Dinov2Model(tiny_dinov2_config(image_size=64)).save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(BIT_PREPROCESSOR))
     return folder
 
 
 def write_tiny_vit(folder: Path, with_pooler: bool) -> Path:
-    from transformers import ViTConfig, ViTModel
+    from transformers import ViTModel
 
     torch.manual_seed(2)
-    config = ViTConfig(
-        hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, image_size=IMAGE, patch_size=8
-    )
-    ViTModel(config, add_pooling_layer=with_pooler).save_pretrained(folder)
+    ViTModel(tiny_vit_config(image_size=IMAGE), add_pooling_layer=with_pooler).save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(VIT_PREPROCESSOR))
     return folder
 
@@ -135,7 +119,7 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-# ----------------------------------------------------------------------------- loading paths
+# --- loading paths --------------------------------------------------------------------------------
 
 
 def test_clip_loads_from_folder_model_root_and_hub_cache(
@@ -183,7 +167,7 @@ def test_wrong_model_family_is_a_clear_error(models_dir: Path) -> None:
         DinoEncoder.from_pretrained(models_dir / "tiny" / "clip")
 
 
-# ----------------------------------------------------------------------------- CLIP
+# --- CLIP -----------------------------------------------------------------------------------------
 
 
 def test_clip_shapes(clip: ClipEncoder, images: np.ndarray) -> None:
@@ -271,7 +255,7 @@ def test_bfloat16_is_respected(models_dir: Path, clip: ClipEncoder, images: np.n
     assert dino_half.patch_tokens(images).dtype == torch.bfloat16
 
 
-# ----------------------------------------------------------------------------- DINO and faces
+# --- DINO and faces -------------------------------------------------------------------------------
 
 
 def test_dinov2_tokens(dino: DinoEncoder, images: np.ndarray) -> None:
@@ -289,7 +273,12 @@ def test_register_tokens_are_dropped() -> None:
     from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
     config = Dinov2WithRegistersConfig(
-        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2, image_size=IMAGE, patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        image_size=IMAGE,
+        patch_size=8,
         num_register_tokens=4,
     )
     encoder = DinoEncoder(Dinov2WithRegistersModel(config))
@@ -314,7 +303,7 @@ def test_face_embedder(models_dir: Path, images: np.ndarray) -> None:
     torch.testing.assert_close(face.embed(images[1]), embeds[1:2])
 
 
-# ----------------------------------------------------------------------------- preprocessing
+# --- preprocessing --------------------------------------------------------------------------------
 
 
 def test_transforms_follow_the_processor_styles() -> None:
@@ -337,7 +326,7 @@ def test_other_sizes_are_resized_and_centre_cropped(clip: ClipEncoder) -> None:
         clip.preprocess(torch.rand(2, IMAGE, IMAGE, 3))
 
 
-# ----------------------------------------------------------------------------- open_clip
+# --- open_clip ------------------------------------------------------------------------------------
 
 
 def test_open_clip_wrapper(tmp_path: Path) -> None:
@@ -382,7 +371,7 @@ def test_open_clip_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_eos_mismatch_is_warned(clip: ClipEncoder, caplog: pytest.LogCaptureFixture) -> None:
     config = clip.model.config.text_config
-    with caplog.at_level("WARNING", logger="cafe_core.encoders"):
+    with caplog.at_level("WARNING", logger="cafe_core.models.encoders"):
         ClipEncoder._check_eos(clip.tokenizer, config)
         assert not caplog.records
         ClipEncoder._check_eos(clip.tokenizer, type(config)(eos_token_id=2))  # legacy: pools the highest id

@@ -1,4 +1,4 @@
-"""Tests for cafe_core.images: every odd photo is either handled or named in a clear error."""
+"""Tests for cafe_core.utils.images: every odd photo is either handled or named in a clear error."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from cafe_core.images import (
+from cafe_core.utils.images import (
     MAX_PIXELS,
     MIN_SIDE,
     ImageLoadError,
@@ -62,7 +62,7 @@ def assert_load_error(path: Path, *fragments: str, **kwargs) -> ImageLoadError:
     return info.value
 
 
-# --- files that are not (usable) images -------------------------------------------------
+# --- files that are not (usable) images -----------------------------------------------------------
 
 
 def test_missing_file_says_it_does_not_exist(tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ def test_error_pickles_and_is_a_value_error(tmp_path: Path) -> None:
     assert str(copy) == str(error) and copy.path == error.path
 
 
-# --- size guards -------------------------------------------------------------------------
+# --- size guards ----------------------------------------------------------------------------------
 
 
 def test_too_small_image_is_rejected_with_its_size(tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_huge_bomb_caught_by_pillow_guard_is_an_image_load_error(tmp_path: Path,
     assert decode_calls == []
 
 
-# --- modes -------------------------------------------------------------------------------
+# --- modes ----------------------------------------------------------------------------------------
 
 
 def saved_and_loaded(image: Image.Image, path: Path, **save_kwargs) -> Image.Image:
@@ -244,7 +244,7 @@ def test_float_mode_is_refused_rather_than_clipped() -> None:
         to_rgb(Image.new("F", (2, 2), 0.5))
 
 
-# --- orientation and frames --------------------------------------------------------------
+# --- orientation and frames -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("orientation", "marker_at"), [(6, (19, 0)), (8, (0, 39))])
@@ -268,7 +268,7 @@ def test_animated_gif_gives_its_first_frame(tmp_path: Path) -> None:
     assert load_image(path).getpixel((8, 8)) == (255, 0, 0)
 
 
-# --- real photos -------------------------------------------------------------------------
+# --- real photos ----------------------------------------------------------------------------------
 
 
 @needs_dreambench
@@ -286,7 +286,7 @@ def test_truncated_dreambench_photo_names_the_file(tmp_path: Path, fraction: flo
     assert_load_error(truncate(source, tmp_path / f"{source.parent.name}_{source.name}", fraction), "truncated")
 
 
-# --- tensors -----------------------------------------------------------------------------
+# --- tensors --------------------------------------------------------------------------------------
 
 
 def test_to_tensor_pil_array_and_tensor_agree() -> None:
@@ -351,7 +351,7 @@ def test_to_tensor_rejects_other_dtypes() -> None:
         to_tensor(np.zeros((4, 4, 3), np.uint16))
 
 
-# --- saving ------------------------------------------------------------------------------
+# --- saving ---------------------------------------------------------------------------------------
 
 
 def test_save_image_round_trips_and_leaves_no_temp_files(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cafe_core.world import (
+from cafe_core.world.world import (
     ATTRIBUTE_VALUES,
     CLASSES,
     DOMAINS,
@@ -44,7 +44,7 @@ def _twin(world: World, subject, key: str):
     ]
 
 
-# ---- subjects and split -----------------------------------------------------------------
+# --- subjects and split ---------------------------------------------------------------------------
 
 
 def test_subject_ids_are_unique_and_stable(world):
@@ -88,7 +88,7 @@ def test_split_is_disjoint_stratified_and_seeded(world):
     assert [s.split for s in other.subjects()] != [s.split for s in world.subjects()]
 
 
-# ---- contexts -----------------------------------------------------------------------------
+# --- contexts -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -116,7 +116,7 @@ def test_prompts_use_dreambench_wording(world):
         world.prompt(ball, world.context("face", "santa_hat"))
 
 
-# ---- rendering ----------------------------------------------------------------------------
+# --- rendering ------------------------------------------------------------------------------------
 
 
 def test_renders_are_deterministic(world):
@@ -214,7 +214,7 @@ def test_render_batch_matches_render(world):
         world.render_batch(subjects, contexts, seeds[:2])
 
 
-# ---- language -----------------------------------------------------------------------------
+# --- language -------------------------------------------------------------------------------------
 
 
 def test_captions_name_details_only_as_configured(world):

@@ -1,9 +1,11 @@
-"""Seconds per chat turn of CAFE at the sd2 profile's full size: random weights, bf16, one GPU (a table and a JSON file).
+"""Seconds per chat turn of CAFE at the sd2 profile's full size: random weights, bf16, one GPU.
+
+Prints a table and writes a JSON file.
 
     scripts/gpu/run_sd2_benchmark.sh                                      # on the GPU machine
     bin/with-env python scripts/gpu/benchmark_sd2.py --device cpu --tiny  # the same wiring, tiny widths, on a CPU
 
-Builds the sd2 profile's models from the published configurations in `cafe_core.reference`, with random weights
+Builds the sd2 profile's models from the published configurations in `cafe_core.models.reference`, with random weights
 (no checkpoint is read or downloaded): E_c CLIP ViT-L/14-336, E_d DINOv2-giant, M = Llama-2-13B-chat with CAFE's
 V, H and [GEN], and G = the SD2-base UNet and VAE read through CAFE's CLIP and DINO tokens. They go into the same
 `CafePipeline` as the mini profile, and `scripts/benchmark_chat.py` times them the same way: `chat` (a 512 x 512
@@ -38,8 +40,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from benchmark_chat import Case, machine_info, measure, report  # noqa: E402
 
-from cafe_core.encoders import IMAGENET_MEAN, IMAGENET_STD, ImageTransform  # noqa: E402
-from cafe_core.reference import reference_config  # noqa: E402
+from cafe_core.models.encoders import IMAGENET_MEAN, IMAGENET_STD, ImageTransform  # noqa: E402
+from cafe_core.models.reference import reference_config  # noqa: E402
+from cafe_core.testing import tiny_sd2_configs  # noqa: E402
 
 SD2 = "stabilityai/stable-diffusion-2-base"
 CLIP = "openai/clip-vit-large-patch14-336"
@@ -70,42 +73,7 @@ def configs(tiny: bool) -> dict:
             "unet": unet,
             "vae": vae,
         }
-    from transformers import CLIPConfig, Dinov2Config, LlamaConfig
-
-    small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
-    return {
-        "clip": CLIPConfig(
-            text_config={**small, "num_hidden_layers": 1},
-            vision_config={**small, "num_hidden_layers": 3, "patch_size": 14, "image_size": 336},
-            projection_dim=768,
-        ),
-        "dino": Dinov2Config(
-            hidden_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            patch_size=14,
-            image_size=518,
-            use_swiglu_ffn=True,
-        ),
-        "lm": LlamaConfig(
-            vocab_size=32000,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            bos_token_id=1,
-            eos_token_id=2,
-        ),
-        "unet": {
-            **unet,
-            "block_out_channels": [32, 64, 64, 64],
-            "attention_head_dim": [1, 2, 2, 2],
-            "layers_per_block": 1,
-            "cross_attention_dim": 64,
-        },
-        "vae": {**vae, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1},
-    }
+    return tiny_sd2_configs()
 
 
 @contextlib.contextmanager
@@ -125,12 +93,13 @@ def build_pipeline(device: torch.device, dtype: torch.dtype, *, tiny: bool, step
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPModel, Dinov2Model, LlamaForCausalLM
 
-    from cafe_core.assistant import AssistantConfig, CafeAssistant
-    from cafe_core.data import build_tokenizer
-    from cafe_core.diffusion import CafeGenerator, ConditioningConfig
-    from cafe_core.encoders import ClipEncoder, DinoEncoder
+    from cafe_core.models.assistant import AssistantConfig, CafeAssistant
+    from cafe_core.models.attention import ConditioningConfig
+    from cafe_core.models.encoders import ClipEncoder, DinoEncoder
+    from cafe_core.models.generator import CafeGenerator
     from cafe_core.pipeline import CafePipeline, Sampling
     from cafe_core.world import World
+    from cafe_core.world.datasets import build_tokenizer
 
     cfg = configs(tiny)
     with allocating(device, dtype):

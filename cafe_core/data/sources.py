@@ -1,0 +1,113 @@
+"""The one seam through which every stage gets its data: a :class:`DataSource`.
+
+``params.yaml: data`` names a source for training (``data.train``) and one for evaluation
+(``data.evaluation``); :func:`cafe_core.workbench.sources.training_source` builds them. Sources:
+
+- ``world`` (:class:`cafe_core.world.source.WorldSource`): CAFE-mini, which has every kind of data
+  and the ground truth of every image;
+- a folder (:class:`FolderSource`): teacher quadruplets and dialogues in the project's own format,
+  which a user with real data (or the sd2 teacher) writes;
+- ``dreambench`` (:class:`cafe_core.benchmarks.dreambench.DreamBenchSource`): DreamBench's real
+  photos and prompts, for evaluation only.
+
+A source offers what it has; asking it for anything else raises :class:`DataUnavailable`, which
+names the source and what was asked, so a stage fails at once with a message instead of deep inside.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cases import EvalCase
+from .dialogues import DialogueSet, load_dialogues
+from .quadruplets import QuadrupletSet, load_quadruplets
+
+__all__ = ["DataSource", "DataUnavailable", "FolderSource"]
+
+logger = logging.getLogger(__name__)
+
+PARTS = ("fit", "val")
+"""The two parts of the assistant's dialogues: fitting, and validation (which chooses lambda)."""
+
+
+class DataUnavailable(LookupError):
+    """A source was asked for data it does not have (e.g. ground-truth renders of real photos)."""
+
+
+class DataSource:
+    """What stages ask their data of. Subclasses implement what they have; the rest raises."""
+
+    name = "data source"
+    domains: tuple[str, ...] = ()
+    """The evaluation domains this source has cases for (``"object"``, ``"face"``)."""
+
+    def _missing(self, what: str) -> DataUnavailable:
+        return DataUnavailable(f"the data source {self.name!r} has no {what}; set params.yaml `data` to one that has")
+
+    # --- training ------------------------------------------------------------------------------
+
+    def quadruplets(self, n: int, *, seed: int, cache_dir: Path | None = None) -> QuadrupletSet:
+        """Teacher quadruplets ``(x, instruction, y)`` of training subjects, before any filter."""
+        raise self._missing("teacher quadruplets")
+
+    def dialogues(
+        self, n: int, *, part: str, seed: int, multi_turn_p: float = 0.0, cache_dir: Path | None = None
+    ) -> DialogueSet:
+        """The assistant's dialogues of ``part`` (``"fit"`` or ``"val"``, disjoint subjects)."""
+        raise self._missing("dialogues")
+
+    def response_fulfils(self, subject_id: int, response: str, valid: Sequence[str]) -> bool | None:
+        """Does ``response`` commit to a context among ``valid``? None: this source cannot judge."""
+        return None
+
+    # --- evaluation ----------------------------------------------------------------------------
+
+    def eval_cases(self, domain: str, n_subjects: int, n_prompts: int, seed: int, n_references: int) -> list[EvalCase]:
+        """Evaluation cases of ``domain``: subjects never seen in training, their photos and prompts."""
+        raise self._missing(f"evaluation cases of domain {domain!r}")
+
+    def target_images(self, case: EvalCase, seeds: Sequence[int]) -> np.ndarray:
+        """Ground-truth images of each prompt of ``case`` (one render seed each): the ceiling row."""
+        raise self._missing("ground-truth target images (the real_images and gt_embedding rows need them)")
+
+    def assistant_quality(self, pipe, turns: list, cases: list[EvalCase], eval_clip, eval_dino, face, **kwargs: Any):
+        """Figures that judge the assistant's words and drawings; None when the source cannot judge."""
+        return None
+
+
+class FolderSource(DataSource):
+    """Training data a user supplies, in the project's format:
+
+    - ``quadruplets.safetensors``: :func:`~cafe_core.data.quadruplets.save_quadruplets`;
+    - ``dialogues-fit.safetensors``, ``dialogues-val.safetensors``:
+      :func:`~cafe_core.data.dialogues.save_dialogues`.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.name = str(folder)
+
+    def _file(self, name: str) -> Path:
+        path = self.folder / name
+        if not path.is_file():
+            raise DataUnavailable(f"{path} does not exist: the data source {self.name!r} needs it (cafe_core/data/)")
+        return path
+
+    def quadruplets(self, n: int, *, seed: int, cache_dir: Path | None = None) -> QuadrupletSet:
+        """Every quadruplet of the folder (``n`` and ``seed`` size and seed generated sets only)."""
+        quads = load_quadruplets(self._file("quadruplets.safetensors"))
+        if len(quads) != n:
+            logger.info("%s holds %d quadruplets (params asked %d): using all of them", self.name, len(quads), n)
+        return quads
+
+    def dialogues(
+        self, n: int, *, part: str, seed: int, multi_turn_p: float = 0.0, cache_dir: Path | None = None
+    ) -> DialogueSet:
+        if part not in PARTS:
+            raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+        return load_dialogues(self._file(f"dialogues-{part}.safetensors"))

@@ -1,0 +1,248 @@
+"""CAFE's generator G: the pretrained UNet, its text encoder removed, read through CLIP and DINO tokens.
+
+G draws the subject of a photo (DINO patch tokens ``d``) as a CLIP image embedding ``c``
+describes it (eq. 1, :mod:`cafe_core.models.attention`), is trained by eq. 3
+(:meth:`CafeGenerator.forward`), and samples with two-knob guidance
+(:mod:`cafe_core.models.guidance`). Saved folders hold the UNet in the diffusers layout (default
+processors) beside ``cafe_conditioning.{json,safetensors}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import ConditioningConfig, ImageConditioner, Tokens, install_cafe_attention, uninstall_cafe_attention
+from .guidance import BRANCHES, guidance_mode
+from .text_to_image import TextToImage, UNetDeviceMixin, decode_images, initial_noise, make_scheduler
+
+__all__ = ["CONDITIONING_CONFIG", "CONDITIONING_FILE", "CafeGenerator"]
+
+CONDITIONING_FILE = "cafe_conditioning.safetensors"
+CONDITIONING_CONFIG = "cafe_conditioning.json"
+
+
+class CafeGenerator(UNetDeviceMixin, nn.Module):
+    """G(c, d): the pretrained UNet, its text encoder removed, read through CLIP and DINO tokens.
+
+    Shares its method names with the assistant M: :meth:`trainable_module`,
+    :meth:`trainable_parameters`, :meth:`trainable_state_dict`, :meth:`save_pretrained` and
+    :meth:`from_pretrained`.
+    """
+
+    def __init__(self, unet, scheduler, config: ConditioningConfig, vae=None):
+        super().__init__()
+        self.unet = unet
+        self.scheduler = scheduler
+        self.config = config
+        self.vae = vae.eval().requires_grad_(False) if vae is not None else None
+        self.conditioner = ImageConditioner(config).to(unet.device, unet.dtype)
+        # The processors are submodules of the UNet's attention layers already; a plain list
+        # (not registered again) keeps every parameter under exactly one state-dict key.
+        self._processors = list(install_cafe_attention(unet, config))
+
+    @property
+    def processors(self) -> nn.ModuleList:
+        """The CafeAttnProcessors (shared with the UNet), for saving them apart from it."""
+        return nn.ModuleList(self._processors)
+
+    # --- construction and persistence -------------------------------------------------------------
+
+    @classmethod
+    def from_text_to_image(
+        cls, t2i: TextToImage, *, clip_dim: int, dino_dim: int, dino_tokens: int, **kwargs
+    ) -> CafeGenerator:
+        """Start from a pretrained text-to-image model, dropping its text encoder."""
+        cfg = ConditioningConfig(
+            clip_dim=clip_dim,
+            dino_dim=dino_dim,
+            dino_tokens=dino_tokens,
+            cross_attention_dim=t2i.unet.config.cross_attention_dim,
+            **kwargs,
+        )
+        unet = t2i.unet.requires_grad_(True)
+        return cls(unet, t2i.scheduler, cfg, vae=t2i.vae)
+
+    def trainable_module(self) -> nn.Module:
+        """What eq. 3 trains, as one module (shared, not copied): the UNet, with the CAFE
+        processors inside it, and the conditioner. Optimisers and checkpoints see this."""
+        parts = nn.Module()
+        parts.unet, parts.conditioner = self.unet, self.conditioner
+        return parts
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.trainable_module().parameters())
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.trainable_module().state_dict()
+
+    def _conditioning_state(self) -> dict[str, torch.Tensor]:
+        """The tensors CAFE adds to the UNet: conditioner and processors (the UNet is saved apart)."""
+        return {
+            **{f"conditioner.{k}": v for k, v in self.conditioner.state_dict().items()},
+            **{f"processors.{k}": v for k, v in self.processors.state_dict().items()},
+        }
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """diffusers layout for the UNet (default processors), our file for the conditioning."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cafe = uninstall_cafe_attention(self.unet)
+        try:
+            self.unet.save_pretrained(path / "unet")
+        finally:
+            self.unet.set_attn_processor(cafe)
+        self.scheduler.save_pretrained(path / "scheduler")
+        if self.vae is not None:
+            self.vae.save_pretrained(path / "vae")
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self._conditioning_state().items()}, path / CONDITIONING_FILE
+        )
+        (path / CONDITIONING_CONFIG).write_text(json.dumps(asdict(self.config), indent=2))
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> CafeGenerator:
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / CONDITIONING_CONFIG).is_file():
+            raise FileNotFoundError(
+                f"{path} is not a CAFE generator folder (no {CONDITIONING_CONFIG}); train one first"
+            )
+        config = ConditioningConfig(**json.loads((path / CONDITIONING_CONFIG).read_text()))
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, use_safetensors=True).to(
+            device
+        )
+        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+        vae = None
+        if (path / "vae").is_dir():
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, use_safetensors=True).to(
+                device
+            )
+        gen = cls(unet, scheduler, config, vae=vae)
+        state = load_file(path / CONDITIONING_FILE)
+        gen.conditioner.load_state_dict(
+            {k[len("conditioner.") :]: v for k, v in state.items() if k.startswith("conditioner.")}
+        )
+        gen.processors.load_state_dict(
+            {k[len("processors.") :]: v for k, v in state.items() if k.startswith("processors.")}
+        )
+        return gen.eval().requires_grad_(False)
+
+    # --- training ---------------------------------------------------------------------------------
+
+    def encode_target(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (B, 3, H, W) -> the space the UNet denoises (VAE latents or [-1, 1] pixels)."""
+        x = images.to(self.device, self.dtype) * 2 - 1
+        if self.vae is not None:
+            with torch.no_grad():
+                x = self.vae.encode(x).latent_dist.sample() * self.vae.config.scaling_factor
+        return x
+
+    def forward(
+        self,
+        target: torch.Tensor,
+        c: torch.Tensor,
+        d: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        keep_c: torch.Tensor,
+        keep_d: torch.Tensor,
+    ) -> torch.Tensor:
+        """Eq. 3: the epsilon-prediction MSE of one batch (a scalar).
+
+        Args:
+            target: (B, C, h, w) the targets y in the space the UNet denoises (:meth:`encode_target`).
+            c: (B, clip_dim) CLIP embeddings E_c(y).
+            d: (B, N, dino_dim) DINO patch tokens E_d(x) of the subject photos.
+            noise: (B, C, h, w) the noise to add; timesteps: (B,) int.
+            keep_c, keep_d: (B,) bool; False drops that source for the sample (classifier-free guidance).
+
+        The randomness comes from the caller (:meth:`training_draws`), so a batch split over
+        processes sees exactly the draws the whole batch would have had in one process.
+        """
+        dev = self.device
+        tokens = self.conditioner(c.to(dev), d.to(dev), keep_c.to(dev), keep_d.to(dev))
+        noise, timesteps = noise.to(target), timesteps.to(dev)
+        pred = self.unet(
+            self.scheduler.add_noise(target, noise, timesteps), timesteps, encoder_hidden_states=tokens
+        ).sample
+        return F.mse_loss(pred.float(), noise.float())
+
+    def training_draws(self, target_shape: tuple, generator: torch.Generator, drop_p: float = 0.1) -> dict:
+        """Noise, timesteps and independent c/d drops (p = `drop_p` each) for one batch."""
+        b = target_shape[0]
+        return {
+            "noise": torch.randn(target_shape, generator=generator),
+            "timesteps": torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=generator),
+            "keep_c": torch.rand(b, generator=generator) >= drop_p,
+            "keep_d": torch.rand(b, generator=generator) >= drop_p,
+        }
+
+    # --- sampling ---------------------------------------------------------------------------------
+
+    def _branch_tokens(self, c: torch.Tensor, d: torch.Tensor, branches: tuple[str, ...]) -> Tokens:
+        """Condition tokens of every guidance branch, stacked into one batch in branch order."""
+        b = c.shape[0]
+        parts = [
+            self.conditioner(c if sees_c else None, d if sees_d else None, batch_size=b)
+            for sees_c, sees_d in map(BRANCHES.get, branches)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        c: torch.Tensor,
+        d: torch.Tensor,
+        *,
+        clip_scale: float = 3.0,
+        dino_scale: float = 3.0,
+        guidance: str = "both",
+        num_inference_steps: int = 25,
+        seed: int | list[int] | torch.Generator = 0,
+        scheduler: str = "ddim",
+    ) -> np.ndarray:
+        """Sample one image per (c, d) row; all guidance branches share one UNet batch.
+
+        Args:
+            c: (B, clip_dim) CLIP image embeddings (what to draw).
+            d: (B, N, dino_dim) DINO patch tokens of the subject photo (whom to draw).
+            clip_scale, dino_scale: s_c and s_d of the guidance modes (:mod:`.guidance`).
+            guidance: a key of :data:`~cafe_core.models.guidance.GUIDANCE_MODES`.
+            seed: the starting noise (:func:`~cafe_core.models.text_to_image.initial_noise`).
+
+        Returns:
+            uint8 (B, H, W, 3) images.
+        """
+        mode = guidance_mode(guidance)
+        c = c.to(self.device, self.dtype)
+        d = d.to(self.device, self.dtype)
+        if c.shape[0] != d.shape[0]:
+            raise ValueError(f"c and d must have the same batch size, got {c.shape[0]} and {d.shape[0]}")
+        sched = make_scheduler(scheduler, self.scheduler.config)
+        sched.set_timesteps(num_inference_steps, device=self.device)
+        names = mode.branches
+        tokens = self._branch_tokens(c, d, names)
+        scales = {"clip_scale": clip_scale, "dino_scale": dino_scale}
+        k = len(names)
+        cfg = self.unet.config
+        x = initial_noise((c.shape[0], cfg.in_channels, cfg.sample_size, cfg.sample_size), seed)
+        x = (x * sched.init_noise_sigma).to(self.device, self.dtype)
+        for t in sched.timesteps:
+            inp = sched.scale_model_input(torch.cat([x] * k), t)
+            eps = dict(zip(names, self.unet(inp, t, encoder_hidden_states=tokens).sample.chunk(k)))
+            x = sched.step(mode.combine(eps, scales), t, x).prev_sample
+        return decode_images(x, self.vae)

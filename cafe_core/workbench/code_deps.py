@@ -1,0 +1,150 @@
+"""The code a DVC stage runs: every ``cafe_core`` module its notebook imports, transitively.
+
+``dvc.yaml`` declares each stage's code dependencies as the package folders (and top-level modules)
+this computes, so editing anything a stage runs makes DVC rerun it. A test fails when ``dvc.yaml``
+disagrees; ``python -m cafe_core.workbench.code_deps --write`` rewrites its code entries.
+Imports are read from the source (``ast``), function-level imports included, so the answer is
+conservative: it may name a folder whose code a stage imports but never calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+from pathlib import Path
+
+__all__ = ["PACKAGE", "direct_imports", "import_closure", "module_file", "notebook_imports", "stage_code_deps"]
+
+PACKAGE = Path(__file__).resolve().parents[1]
+"""The ``cafe_core`` package folder."""
+
+
+def module_file(module: str) -> Path:
+    """The source file of a ``cafe_core`` module (a package's ``__init__.py``)."""
+    path = PACKAGE.parent.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def direct_imports(source: str, module: str | None = None) -> set[str]:
+    """The ``cafe_core`` modules that ``source`` imports anywhere (function-level imports included)."""
+    found = set()
+    package = None
+    if module is not None:
+        package = module if module_file(module).name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name == "cafe_core" or name.startswith("cafe_core."):
+                while name and not module_file(name).is_file():  # `from pkg import function`: the module
+                    name = name.rpartition(".")[0]
+                if name:
+                    found.add(name)
+    return found
+
+
+def import_closure(modules: set[str]) -> set[str]:
+    """Every ``cafe_core`` module reachable from ``modules`` (their parent packages included)."""
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b
+        todo += sorted(direct_imports(module_file(module).read_text(), module) - seen)
+    return seen
+
+
+def notebook_imports(path: Path) -> set[str]:
+    """The ``cafe_core`` modules a notebook's code cells import."""
+    cells = json.loads(path.read_text())["cells"]
+    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return direct_imports(source)
+
+
+def code_unit(module: str) -> str:
+    """The path a stage depends on for ``module``: its subpackage folder, or a top-level module file."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "cafe_core/__init__.py"
+    if len(parts) == 2 and not (PACKAGE / parts[1]).is_dir():
+        return f"cafe_core/{parts[1]}.py"
+    return f"cafe_core/{parts[1]}"
+
+
+def stage_command(cmd: str, root: Path) -> tuple[str, Path]:
+    """The runner module and notebook of a stage command ``python -m cafe_core.<runner> NOTEBOOK ...``."""
+    match = re.match(r"python -m (cafe_core[\w.]*) (\w+)", cmd)
+    if not match:
+        raise ValueError(f"a stage command must run a notebook through a cafe_core module, got {cmd!r}")
+    return match.group(1), root / "notebooks" / f"{match.group(2)}.ipynb"
+
+
+def stage_code_deps(cmd: str, root: Path) -> list[str]:
+    """The sorted code dependencies of a stage command."""
+    runner, notebook = stage_command(cmd, root)
+    return sorted({code_unit(m) for m in import_closure(notebook_imports(notebook) | {runner})})
+
+
+def _rewrite(text: str, root: Path) -> str:
+    """``dvc.yaml``'s text with each stage's ``cafe_core`` entries replaced by what it imports."""
+    import yaml
+
+    stages = yaml.safe_load(text)["stages"]
+    lines, out, stage, i = text.split("\n"), [], None, 0
+    while i < len(lines):
+        line = lines[i]
+        found = re.match(r"^  (\w+):", line)
+        stage = found.group(1) if found else stage
+        out.append(line)
+        deps = re.match(r"^(\s+)deps:\s*$", line)
+        i += 1
+        if deps and stage in stages:
+            indent = deps.group(1) + "  "
+            items = []
+            while i < len(lines) and lines[i].startswith(indent + "- "):
+                items.append(lines[i])
+                i += 1
+            body = stages[stage].get("do", stages[stage])
+            code = [f"{indent}- {d}" for d in stage_code_deps(body["cmd"], root)]
+            notebooks = [x for x in items if "notebooks/" in x]
+            others = [x for x in items if "notebooks/" not in x and "cafe_core" not in x]
+            out += notebooks + code + others
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code dependencies in place")
+    parser.add_argument("--root", type=Path, default=PACKAGE.parent)
+    args = parser.parse_args(argv)
+    path = args.root / "dvc.yaml"
+    text = path.read_text()
+    new = _rewrite(text, args.root)
+    if new == text:
+        print("dvc.yaml's code dependencies are what the stages import")
+        return 0
+    if args.write:
+        path.write_text(new)
+        print(f"rewrote the code dependencies in {path}")
+        return 0
+    print("dvc.yaml's code dependencies differ from what the stages import: run with --write", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Typed parameters: `params.yaml` read into dataclasses, with errors that name the key.
+
+DVC tracks `params.yaml`; notebooks and scripts read it through `load_params`, so a
+typo fails at once with the dotted key path instead of deep inside a training run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """`params.yaml` is malformed: the message names the file and the key."""
+
+
+# --- profiles -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Which checkpoints a profile uses. Names resolve through `cafe_core.hub.resolve_model`.
+
+    `model_root` is where local folders live (relative paths are taken from the
+    project root); real checkpoint names fall back to the Hugging Face cache.
+    """
+
+    name: str
+    model_root: str | None
+    clip: str  # E_c: conditioning CLIP (global embedding, patch features for the assistant)
+    dino: str  # E_d: DINO patch tokens for the UNet
+    lm: str  # the assistant's frozen causal LM
+    text_to_image: str  # the base text-to-image model (UNet, scheduler, text encoder [, VAE])
+    eval_clip: str  # CLIP-I and CLIP-T (never the conditioning CLIP)
+    eval_dino: str  # DINO image similarity
+    face_id: str  # identity similarity for the faces protocol
+
+
+PROFILES: dict[str, Profile] = {
+    "mini": Profile(
+        name="mini",
+        model_root="models/world",
+        clip="clip",
+        dino="dino",
+        lm="lm",
+        text_to_image="t2i",
+        eval_clip="clip_eval",
+        eval_dino="dino_eval",
+        face_id="face_id",
+    ),
+    "sd2": Profile(
+        name="sd2",
+        model_root=None,
+        clip="openai/clip-vit-large-patch14-336",
+        dino="facebook/dinov2-giant",
+        lm="meta-llama/Llama-2-13b-chat-hf",
+        text_to_image="stabilityai/stable-diffusion-2-base",
+        eval_clip="openai/clip-vit-base-patch32",
+        eval_dino="facebook/dino-vits16",
+        face_id="face_id",
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ParamsError(
+            f"unknown profile {name!r} (key 'profile'); known profiles: {', '.join(sorted(PROFILES))}"
+        ) from None
+
+
+# --- parameter schema -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    seed: int
+    image_size: int
+    render_scale: int
+    eval_fraction: float
+    caption_detail_p: float
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    seed: int
+    hidden_size: int
+    layers: int
+    heads: int
+    patch_size: int
+    text_hidden_size: int
+    text_layers: int
+    projection_dim: int
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class VitParams:
+    """A small ViT trained in the world (the DINO-like encoders and the face-ID model)."""
+
+    seed: int
+    hidden_size: int
+    layers: int
+    heads: int
+    patch_size: int
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class LMParams:
+    seed: int
+    hidden_size: int
+    layers: int
+    heads: int
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class T2IParams:
+    seed: int
+    block_out_channels: list[int]
+    layers_per_block: int
+    attention_head_dim: int
+    steps: int
+    batch_size: int
+    lr: float
+    caption_dropout: float
+    sample_steps: int
+    guidance_scale: float
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    dataset_size: int  # rendered (image, caption) pairs shared by the image models
+    dialogues: int  # world dialogues for the LM
+    multi_turn_p: float  # share of them with an earlier, answered request (chat LMs learn multi-turn chat)
+    checkpoint_every: int  # optimizer steps between resumable checkpoints
+    clip: ClipParams
+    clip_eval: ClipParams
+    clip_small: ClipParams  # table 5's smaller CLIP (the stage pretrain_world_small)
+    dino: VitParams
+    dino_eval: VitParams
+    dino_small: VitParams  # table 5's smaller DINO
+    face_id: VitParams
+    lm: LMParams
+    t2i: T2IParams
+
+
+@dataclass(frozen=True)
+class WorldEvalParams:
+    """Sizes of the learned-ness probes run after pretraining."""
+
+    retrieval_images: int
+    views_per_subject: int
+    face_pairs: int
+    lm_dialogues: int
+    t2i_samples: int
+
+
+@dataclass(frozen=True)
+class TeacherParams:
+    """The teacher's quadruplets and the automatic filter (paper section 3.2)."""
+
+    quadruplets: int
+    identity_drift_p: float
+    ignore_instruction_p: float
+    artefact_p: float
+    clip_threshold: float | None  # None: calibrate from the null distributions (mini); sd2: 0.3
+    dino_threshold: float | None  # None: calibrate (mini); sd2: 0.6
+    calibration_level: float  # a calibrated threshold is this quantile of its null distribution
+
+
+@dataclass(frozen=True)
+class GeneratorParams:
+    """Training of G (eq. 3) and its sampling defaults."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    drop_p: float
+    clip_tokens: int
+    attention: str  # "joint" (eq. 1) or "decoupled" (IP-Adapter style)
+    checkpoint_every: int
+    sample_every: int  # steps between sample grids logged to MLflow
+    sample_steps: int
+    scheduler: str
+    clip_scale: float
+    dino_scale: float
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """Which conditioning encoders a trained G reads (names resolved in the profile's model root)."""
+
+    clip: str
+    dino: str
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """An evaluated variant: a trained generator and the guidance branches it samples with."""
+
+    generator: str  # key of `generators`
+    guidance: str  # "both", "clip_only" or "dino_only"
+
+
+@dataclass(frozen=True)
+class AssistantParams:
+    """Training of the assistant M (eq. 2) on world dialogues, and its chat defaults.
+
+    The paper's optimiser (AdamW, lr 2e-3, batch 128) is `train.AssistantTraining`'s default and
+    what an sd2 run should use; mini's 2-core machines take a smaller batch.
+    """
+
+    dialogues: int  # training dialogues (x, chat, response, y) of training-split subjects
+    val_dialogues: int  # dialogues of validation subjects, for choosing lambda
+    multi_turn_p: float  # share of dialogues with an earlier, answered turn
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    checkpoint_every: int
+    generator: str  # key of `generators`: the G that draws from c_hat (validation, evaluation, chat)
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class AssistantSpec:
+    """A trained assistant of table 4: its distance in eq. 2 and the lambda grid searched on validation."""
+
+    distance: str  # "mse" or "neg_cosine"
+    lambdas: list[float]
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the stages' data comes from (:mod:`cafe_core.workbench.sources`)."""
+
+    train: str  # "world", or a folder of quadruplets and dialogues in the project's format
+    evaluation: str  # "world", or "dreambench" (the real photos and prompts)
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """Sizes of the DreamBench-style protocol (the tests run a tiny slice of the same code)."""
+
+    object_subjects: int
+    face_subjects: int
+    prompts: int
+    images_per_prompt: int
+    references: int
+
+
+@dataclass(frozen=True)
+class Params:
+    profile: Profile
+    seed: int
+    threads: int  # torch intra-op threads; 0 keeps torch's default
+    world: WorldParams
+    data: DataParams
+    pretrain: PretrainParams
+    world_eval: WorldEvalParams
+    teacher: TeacherParams
+    generator: GeneratorParams
+    generators: dict[str, GeneratorSpec]
+    variants: dict[str, VariantSpec]
+    assistant: AssistantParams
+    assistants: dict[str, AssistantSpec]
+    evaluation: EvalParams
+    ablations: dict[str, list[str]]  # target -> variants in its table
+    source: Path | None = field(default=None, compare=False)
+
+
+def _from_dict(cls: type, data: Any, where: str, source: str) -> Any:
+    """Build dataclass `cls` from `data`, naming the dotted key of anything missing or unknown."""
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: key '{where}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init and f.name != "source"]
+    known = {f.name for f in fields}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ParamsError(
+            f"{source}: unknown key '{_join(where, unknown[0])}' (expected one of: {', '.join(sorted(known))})"
+        )
+    values = {}
+    for f in fields:
+        key = _join(where, f.name)
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise ParamsError(f"{source}: missing key '{key}'")
+        values[f.name] = _coerce(hints[f.name], data[f.name], key, source)
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    if tp is Profile:
+        if not isinstance(value, str):
+            raise ParamsError(f"{source}: key '{key}' must be a profile name, got {value!r}")
+        return get_profile(value)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, key, source)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, key, source)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{source}: key '{key}' must be a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _coerce(item, v, f"{key}.{k}", source) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"{source}: key '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    if tp is Path and isinstance(value, str):
+        return Path(value)
+    raise ParamsError(f"{source}: key '{key}' must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def load_params(path: str | os.PathLike = "params.yaml", *, profile: str | None = None) -> Params:
+    """Read and validate `params.yaml`; `profile` overrides the file's `profile` key.
+
+    The chosen profile's entry of `profile_overrides` (if any) replaces the keys it names, so one
+    file holds mini's settings and, say, the paper's batch size for sd2.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"parameters file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    return params_from_dict(data, source=str(path), profile=profile, path=path)
+
+
+def params_from_dict(
+    data: Any, *, source: str = "params", profile: str | None = None, path: Path | None = None
+) -> Params:
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: top level must be a mapping")
+    data = dict(data)
+    if profile is not None:
+        data["profile"] = profile
+    overrides = data.pop("profile_overrides", None) or {}
+    if not isinstance(overrides, dict):
+        raise ParamsError(f"{source}: key 'profile_overrides' must map profile names to settings")
+    chosen = data.get("profile")
+    if isinstance(chosen, str) and chosen in overrides:
+        data = _merge(data, overrides[chosen], f"profile_overrides.{chosen}", source)
+    return dataclasses.replace(_from_dict(Params, data, "", source), source=path)
+
+
+def _merge(base: dict, override: Any, where: str, source: str) -> dict:
+    """`base` with `override`'s keys replaced, recursively; an override key must exist in `base`."""
+    if not isinstance(override, dict):
+        raise ParamsError(f"{source}: key '{where}' must be a mapping, got {override!r}")
+    merged = dict(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ParamsError(f"{source}: key '{where}.{key}' overrides nothing (no key '{key}' to override)")
+        merged[key] = (
+            _merge(base[key], value, f"{where}.{key}", source)
+            if isinstance(value, dict) and isinstance(base[key], dict)
+            else value
+        )
+    return merged
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The folder holding `params.yaml` and `dvc.yaml`, found upwards from `start` (default: cwd).
+
+    Env `CAFE_PROJECT_ROOT` wins, so notebooks run by papermill from another folder agree.
+    """
+    env = os.environ.get("CAFE_PROJECT_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file() and (folder / "pyproject.toml").is_file():
+            return folder
+    return here
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data view of a params dataclass, for logging to MLflow and hashing."""
+    if isinstance(obj, Profile):
+        return obj.name
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "source"}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,125 @@
+"""Every location the workbench reads or writes under ``models/``, ``data/``, ``results/`` and ``runs/``.
+
+Stages, notebooks, the pipeline loader and the tests take their paths from one
+:class:`ProjectPaths`, so a folder is named once: moving one is a one-line change here
+(and in ``dvc.yaml``, whose outputs a test checks against these names).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ProjectPaths"]
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    """The project's folders, all below ``root`` (the folder holding ``params.yaml``)."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    # --- models -----------------------------------------------------------------------------------
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def model_root(self, profile) -> Path | None:
+        """Where the profile's named checkpoints live (mini: ``models/world``); None: real
+        checkpoints, resolved through ``CAFE_MODEL_ROOT`` or the Hugging Face cache."""
+        return self.root / profile.model_root if profile.model_root else None
+
+    def generator(self, name: str) -> Path:
+        """A trained G, ``models/generator/<name>``."""
+        return self.models / "generator" / name
+
+    def assistant(self, name: str) -> Path:
+        """A trained M (V, H and [GEN]), ``models/assistant/<name>``."""
+        return self.models / "assistant" / name
+
+    def checkpoints(self, kind: str) -> Path:
+        """Resumable checkpoints of unfinished training runs of ``kind`` (generator, assistant, world)."""
+        base = {
+            "world": self.models / "world",
+            "generator": self.models / "generator",
+            "assistant": self.models / "assistant",
+        }
+        return base[kind] / ".checkpoints"
+
+    # --- data -------------------------------------------------------------------------------------
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def world_renders(self) -> Path:
+        """Cached renders of the CAFE-mini world (pretraining and probes)."""
+        return self.data / "world"
+
+    @property
+    def teacher_cache(self) -> Path:
+        """The teacher's quadruplets, before filtering."""
+        return self.data / "teacher"
+
+    @property
+    def filtered(self) -> Path:
+        """The filtered teacher data G trains on (``dvc.yaml``: output of ``teacher_data``)."""
+        return self.data / "teacher_filtered" / "filtered.safetensors"
+
+    @property
+    def features(self) -> Path:
+        """Cached features of the frozen encoders."""
+        return self.data / "features"
+
+    @property
+    def dialogues(self) -> Path:
+        """Cached dialogue sets of the assistant."""
+        return self.data / "assistant"
+
+    def references(self, key: str) -> Path:
+        """Cached reference images drawn by the base text-to-image model ``key``."""
+        return self.data / "references" / f"{key}.safetensors"
+
+    # --- results ----------------------------------------------------------------------------------
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def world_results(self) -> Path:
+        """Learned-ness figures and timings of the world models."""
+        return self.results / "world"
+
+    @property
+    def filter_report(self) -> Path:
+        return self.results / "teacher" / "filter.json"
+
+    def variant(self, name: str) -> Path:
+        """An evaluated variant's folder: ``metrics.json`` (written last), grids, ``quality.json``."""
+        return self.results / "variants" / name
+
+    def assistant_selection(self, name: str) -> Path:
+        """The lambda grid of assistant ``name`` and the lambda chosen on validation."""
+        return self.results / "assistant" / f"{name}.json"
+
+    def ablation(self, target: str) -> Path:
+        """An ablation table's folder (``table.md``, ``table.csv``)."""
+        return self.results / target
+
+    # --- runs -------------------------------------------------------------------------------------
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def runs(self) -> Path:
+        """Executed copies of the stage notebooks."""
+        return self.root / "runs"

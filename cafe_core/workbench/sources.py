@@ -1,0 +1,42 @@
+"""The data sources ``params.yaml: data`` names, built for the stages (the seam of :mod:`cafe_core.data.sources`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.sources import DataSource, FolderSource
+from .config import Params, ParamsError
+
+__all__ = ["evaluation_source", "training_source"]
+
+
+def _world(params: Params) -> DataSource:
+    from ..world import make_world
+    from ..world.source import WorldSource
+    from ..world.teacher import Teacher, TeacherConfig
+
+    t = params.teacher
+    teacher = Teacher(TeacherConfig(t.identity_drift_p, t.ignore_instruction_p, t.artefact_p, seed=params.seed))
+    return WorldSource(make_world(params), teacher)
+
+
+def training_source(params: Params, root: Path) -> DataSource:
+    """``data.train``: ``world``, or a folder (relative to the project) in the project's format."""
+    name = params.data.train
+    if name == "world":
+        return _world(params)
+    if name == "dreambench":
+        raise ParamsError("data.train: dreambench holds evaluation data only; name `world` or a folder")
+    return FolderSource(Path(root) / name)
+
+
+def evaluation_source(params: Params, root: Path) -> DataSource:
+    """``data.evaluation``: ``world`` (held-out subjects with ground truth) or ``dreambench``."""
+    name = params.data.evaluation
+    if name == "world":
+        return _world(params)
+    if name == "dreambench":
+        from ..benchmarks.dreambench import DreamBenchSource
+
+        return DreamBenchSource()
+    raise ParamsError(f"data.evaluation must be `world` or `dreambench`, got {name!r}")

@@ -1,0 +1,81 @@
+"""``python -m cafe_core.workbench.stages STAGE [NAME]``: one stage without its notebook.
+
+For a stage outside DVC, e.g. G trained on two processes under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+
+__all__ = ["STAGES", "main"]
+
+
+def _pretrain(params, root, name):
+    from .pretrain_world import pretrain_world_stage
+
+    return pretrain_world_stage(params, root, models=name or "core")
+
+
+def _teacher(params, root, name):
+    from .teacher_data import teacher_data
+
+    return teacher_data(params, root)
+
+
+def _generator(params, root, name):
+    from .train_generator import train_generator_stage
+
+    return train_generator_stage(params, root, name)
+
+
+def _assistant(params, root, name):
+    from .train_assistant import train_assistant_stage
+
+    return train_assistant_stage(params, root, name)
+
+
+def _evaluate(params, root, name):
+    from .evaluate import evaluate_variant
+
+    return evaluate_variant(params, root, name)
+
+
+def _ablation(params, root, name):
+    from .ablation import ablation_table
+
+    return ablation_table(params, root, name)
+
+
+STAGES: dict[str, tuple[Callable, str | None]] = {
+    "pretrain_world": (_pretrain, "core"),  # NAME: core or small
+    "teacher_data": (_teacher, None),
+    "train_generator": (_generator, None),  # NAME: a key of `generators`
+    "train_assistant": (_assistant, None),  # NAME: a key of `assistants`
+    "evaluate": (_evaluate, None),  # NAME: a variant, an assistant, gt_embedding or real_images
+    "ablation": (_ablation, None),  # NAME: a key of `ablations`
+}
+"""Stage name -> (runner, default NAME; None: NAME is required, except for teacher_data)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one stage: ``python -m cafe_core.workbench.stages STAGE [NAME]``."""
+    from ..config import load_params, project_root
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("stage", choices=sorted(STAGES))
+    parser.add_argument("name", nargs="?", help="core/small, generator, assistant, variant or ablation target")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run, default = STAGES[args.stage]
+    name = args.name or default
+    if name is None and args.stage != "teacher_data":
+        parser.error(f"{args.stage} needs a name")
+    root = project_root()
+    run(load_params(root / args.params), root, name)
+
+
+if __name__ == "__main__":
+    main()

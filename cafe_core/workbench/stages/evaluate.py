@@ -1,0 +1,228 @@
+"""Stages ``evaluate@<variant>``, ``evaluate_real_images``, ``evaluate_assistant@<name>``, ``evaluate_gt_embedding``.
+
+The DreamBench protocol on the evaluation source's cases (``params.yaml: data.evaluation``):
+CAFE-mini's held-out subjects, or DreamBench's real photos. Every variant draws through
+:class:`~cafe_core.pipeline.CafePipeline`: the fast path with a reference image, or chat.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...benchmarks.metrics import clip_i_similarity, clip_t_similarity, dino_similarity, identity_similarity
+from ...benchmarks.tables import ProtocolRow
+from ...data.cases import EvalCase
+from ...data.sources import DataSource, DataUnavailable
+from ...models.encoders import ClipEncoder, DinoEncoder, FaceEmbedder
+from ...models.text_to_image import TextToImage
+from ...pipeline import CafePipeline, Sampling
+from ...utils.digest import config_hash
+from ...utils.files import atomic_save_safetensors, atomic_write_json
+from ..config import Params
+from ..paths import ProjectPaths
+from ..plots import image_grid
+from ..sources import evaluation_source
+from .common import GT_EMBEDDING, REAL_IMAGES, TARGET_SEEDS, encoder_key
+
+__all__ = ["PromptReferences", "draw_from_prompts", "evaluate_variant", "reference_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+
+class PromptReferences:
+    """The base text-to-image model's image of each prompt: eq. 4's ``x_ref``, drawn from the instruction.
+
+    This is how G is evaluated before the assistant exists: the reference carries the
+    instruction's semantics, the photo the identity. Each prompt's image is seeded on its own and
+    cached (every variant and every subject of a class share them), so it is drawn once per
+    experiment; :meth:`save` writes the cache atomically to one safetensors file.
+    """
+
+    def __init__(self, t2i: TextToImage, steps: int, cache: Path | None = None):
+        self.t2i, self.steps, self.path = t2i, steps, cache
+        self.cache: dict[str, np.ndarray] = {}
+        if cache is not None and cache.is_file():
+            from safetensors.numpy import load_file
+
+            self.cache.update(load_file(cache))
+
+    @classmethod
+    def from_params(cls, params: Params, root: Path) -> PromptReferences:
+        paths = ProjectPaths(root)
+        t2i = TextToImage.from_pretrained(params.profile.text_to_image, model_root=paths.model_root(params.profile))
+        key = encoder_key(params, paths, params.profile.text_to_image)
+        return cls(t2i, params.generator.sample_steps, cache=paths.references(key))
+
+    def __call__(self, prompts: list[str], seed: int) -> np.ndarray:
+        """uint8 (len(prompts), H, W, 3)."""
+        keys = [config_hash(p, seed, self.steps) for p in prompts]
+        missing = sorted({(k, p) for k, p in zip(keys, prompts) if k not in self.cache})
+        if missing:
+            seeds = [int(k[:8], 16) for k, _ in missing]
+            images = self.t2i([p for _, p in missing], num_inference_steps=self.steps, seed=seeds)
+            self.cache.update({k: img for (k, _), img in zip(missing, images)})
+        return np.stack([self.cache[k] for k in keys])
+
+    def save(self) -> None:
+        if self.path is not None and self.cache:
+            atomic_save_safetensors({k: np.ascontiguousarray(v) for k, v in self.cache.items()}, self.path)
+
+
+def reference_pipeline(params: Params, root: Path, generator: str, guidance: str = "both") -> CafePipeline:
+    """The fast path of generator ``generator`` on the CPU, sampling with ``guidance`` (a variant's)."""
+    pipe = CafePipeline.from_params(params, root, assistant=None, generator=generator, device="cpu")
+    g = params.generator
+    pipe.sampling = Sampling(g.sample_steps, g.scheduler, g.clip_scale, g.dino_scale, guidance)
+    return pipe
+
+
+def draw_from_prompts(
+    pipe: CafePipeline, references: PromptReferences, photo, prompts: list[str], seed: int
+) -> np.ndarray:
+    """G(E_c(x_ref of each prompt), E_d(photo)): one image per prompt, the batch's noise from ``seed``."""
+    refs = references(prompts, seed)
+    return pipe.generate(photo, refs, seed=torch.Generator().manual_seed(seed))[0]
+
+
+def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
+    """DINO / CLIP-I / CLIP-T on held-out objects, ID / CLIP-T on held-out faces, for one variant.
+
+    Where c comes from depends on the variant: a reference image the base text-to-image model
+    draws from the plain prompt (``variants``, eq. 4's x_ref), the assistant's c_hat for the
+    CAFE-phrased request (``assistants``; their quality figures go to quality.json), or the
+    CLIP embedding of the true target render (``gt_embedding``). ``real_images`` scores
+    ground-truth renders: the ceiling. d is always E_d of the subject photo x.
+    """
+    known = [*params.variants, *params.assistants, GT_EMBEDDING, REAL_IMAGES]
+    if variant not in known:
+        raise KeyError(
+            f"unknown variant {variant!r} (params.yaml keys 'variants', 'assistants'); known: {', '.join(known)}"
+        )
+    paths = ProjectPaths(root)
+    e = params.evaluation
+    source = evaluation_source(params, root)
+    model_root = paths.model_root(params.profile)
+    eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
+    eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
+    face = FaceEmbedder.from_pretrained(params.profile.face_id, model_root=model_root)
+    drawer = _Drawer.for_variant(params, root, variant, source)
+    subjects = {"object": e.object_subjects, "face": e.face_subjects}
+    rows, grids = [], {}
+    for domain in source.domains:
+        cases = source.eval_cases(domain, subjects[domain], e.prompts, params.seed, e.references)
+        scores: dict[str, list[float]] = {"DINO": [], "CLIP_I": [], "CLIP_T": [], "ID": []}
+        shown = []
+        for case in cases:
+            prompts = [p.prompt for p in case.prompts]
+            for k in range(e.images_per_prompt):
+                images = drawer(case, k)
+                refs = case.reference_images
+                scores["CLIP_T"].append(clip_t_similarity(eval_clip, images, prompts))
+                if domain == "object":
+                    scores["DINO"].append(dino_similarity(eval_dino, images, refs))
+                    scores["CLIP_I"].append(clip_i_similarity(eval_clip, images, refs))
+                else:
+                    scores["ID"].append(identity_similarity(face, images, refs))
+                if k == 0 and len(shown) < 6:
+                    shown.append([np.asarray(case.input_image), *images[:8]])
+        rows.append(ProtocolRow(variant, domain, **{k: float(np.mean(v)) if v else None for k, v in scores.items()}))
+        grids[domain] = (shown, ["photo x"] + [p.label for p in cases[0].prompts][:8])
+    out = paths.variant(variant)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"variant": variant, "data": source.name, "rows": [r.to_dict() for r in rows]}
+    quality = drawer.finish(eval_clip, eval_dino, face)
+    if quality is not None:
+        atomic_write_json(out / "quality.json", quality)
+    for domain, (shown, titles) in grids.items():
+        image_grid(shown, col_titles=titles).savefig(out / f"samples_{domain}.png", dpi=150)
+    atomic_write_json(out / "metrics.json", result)  # last: its presence means the variant is complete
+    return result
+
+
+class _Drawer:
+    """Draws a case's prompts for one variant; ``finish`` returns its extra figures (or None)."""
+
+    def __init__(self, params: Params, source: DataSource):
+        self.params, self.source = params, source
+
+    @staticmethod
+    def for_variant(params: Params, root: Path, variant: str, source: DataSource) -> _Drawer:
+        if variant == REAL_IMAGES:
+            return _Drawer(params, source)
+        if variant == GT_EMBEDDING:
+            return _TrueEmbeddingDrawer(params, root, source)
+        if variant in params.assistants:
+            return _AssistantDrawer(params, root, source, variant)
+        spec = params.variants[variant]
+        return _ReferenceDrawer(params, root, source, spec.generator, spec.guidance)
+
+    def __call__(self, case: EvalCase, k: int) -> np.ndarray:
+        """Ground-truth images of the case's prompts (the ceiling row), ``k``-th set of scenes."""
+        seeds = [self.params.seed + 7919 * k + i for i in range(len(case.prompts))]
+        return self.source.target_images(case, seeds)
+
+    def finish(self, eval_clip, eval_dino, face) -> dict | None:
+        return None
+
+
+class _ReferenceDrawer(_Drawer):
+    """The fast path with the base model's image of the plain prompt as the reference."""
+
+    def __init__(self, params: Params, root: Path, source: DataSource, generator: str, guidance: str):
+        super().__init__(params, source)
+        self.pipe = reference_pipeline(params, root, generator, guidance)
+        self.references = PromptReferences.from_params(params, root)
+
+    def __call__(self, case: EvalCase, k: int) -> np.ndarray:
+        prompts = [p.prompt for p in case.prompts]
+        return draw_from_prompts(self.pipe, self.references, case.input_image, prompts, seed=self.params.seed + k)
+
+    def finish(self, eval_clip, eval_dino, face) -> None:
+        self.references.save()
+
+
+class _TrueEmbeddingDrawer(_Drawer):
+    """The fast path with the true target image as the reference: c = E_c(y), an oracle assistant."""
+
+    def __init__(self, params: Params, root: Path, source: DataSource):
+        super().__init__(params, source)
+        self.pipe = CafePipeline.from_params(params, root, assistant=None, device="cpu")
+
+    def __call__(self, case: EvalCase, k: int) -> np.ndarray:
+        targets = super().__call__(case, k + TARGET_SEEDS)  # other scenes than the ceiling row's
+        return self.pipe.generate(case.input_image, targets, seed=self.params.seed + 1000 * k)[0]
+
+
+class _AssistantDrawer(_Drawer):
+    """Chat: the CAFE-phrased request -> response and c_hat -> G; collects what the quality figures read."""
+
+    def __init__(self, params: Params, root: Path, source: DataSource, name: str):
+        super().__init__(params, source)
+        self.pipe = CafePipeline.from_params(params, root, assistant=name, device="cpu")
+        self.cases, self.turns = [], []
+
+    def __call__(self, case: EvalCase, k: int) -> np.ndarray:
+        chats = [[{"role": "user", "content": p.cafe_prompt}] for p in case.prompts]
+        photos = [case.input_image] * len(chats)
+        texts, c_hat, images, _ = self.pipe.respond(photos, chats, seed=self.params.seed + 1000 * k)
+        try:
+            targets = super().__call__(case, k + TARGET_SEEDS)
+        except DataUnavailable:  # real photos: no true target to compare c_hat with
+            targets = None
+        self.turns.append((case, texts, c_hat, images, targets))
+        if k == 0:
+            self.cases.append(case)
+        return images
+
+    def finish(self, eval_clip, eval_dino, face) -> dict | None:
+        if any(turn[-1] is None for turn in self.turns):
+            return None
+        seed = self.params.seed
+        quality = self.source.assistant_quality
+        return quality(
+            self.pipe, self.turns, self.cases, eval_clip, eval_dino, face, seed=seed, target_seeds=TARGET_SEEDS
+        )

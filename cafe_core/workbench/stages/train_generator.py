@@ -1,0 +1,115 @@
+"""Stage ``train_generator@<name>``: G (eq. 1, eq. 3) trained on the filtered teacher data."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data.features import cached_features
+from ...models.encoders import ClipEncoder, DinoEncoder
+from ...models.generator import CafeGenerator
+from ...models.text_to_image import TextToImage
+from ...utils.digest import config_hash
+from .. import tracking
+from ..artifacts import build_once
+from ..config import Params, to_dict
+from ..paths import ProjectPaths
+from ..plots import image_grid
+from ..training import GeneratorTraining, train_generator
+from .common import encoder_key
+from .teacher_data import load_filtered
+
+__all__ = ["GENERATOR_MARKER", "train_generator_stage"]
+
+GENERATOR_MARKER = "cafe_generator.json"
+
+
+def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict:
+    """Train generator ``name`` (its encoders from ``params.generators``) on the filtered teacher data.
+
+    Returns the final training losses. Runs under ``accelerate launch`` on several processes too:
+    each trains on its shard of every batch, the main one logs and publishes.
+    """
+    from accelerate import Accelerator
+
+    if name not in params.generators:
+        raise KeyError(
+            f"unknown generator {name!r} (params.yaml key 'generators'); known: {', '.join(params.generators)}"
+        )
+    paths = ProjectPaths(root)
+    spec, g = params.generators[name], params.generator
+    accelerator = accelerator or Accelerator()
+    model_root = paths.model_root(params.profile)
+    data = load_filtered(root)
+    clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
+    dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
+    clip_key, dino_key = encoder_key(params, paths, spec.clip), encoder_key(params, paths, spec.dino)
+    c = cached_features(
+        f"clip-{spec.clip}", data["y"], clip.image_embeds, key_parts=(clip_key,), cache_dir=paths.features
+    )
+    d = cached_features(
+        f"dino-{spec.dino}", data["x"], dino.patch_tokens, key_parts=(dino_key,), cache_dir=paths.features
+    )
+    key = config_hash(to_dict(g), asdict(spec), clip_key, dino_key, len(c))
+    ckpt = paths.checkpoints("generator") / f"{name}-{key}"
+
+    def build(folder: Path | None) -> dict:
+        t2i = TextToImage.from_pretrained(
+            params.profile.text_to_image, model_root=model_root, device=accelerator.device
+        )
+        gen = CafeGenerator.from_text_to_image(
+            t2i,
+            clip_dim=c.shape[-1],
+            dino_dim=d.shape[-1],
+            dino_tokens=d.shape[1],
+            clip_tokens=g.clip_tokens,
+            attention=g.attention,
+        )
+        training = GeneratorTraining(
+            steps=g.steps,
+            batch_size=g.batch_size,
+            lr=g.lr,
+            drop_p=g.drop_p,
+            checkpoint_every=g.checkpoint_every,
+            seed=params.seed,
+        )
+        probe = _sample_probe(data, c, d)
+
+        def log_samples(step: int) -> None:
+            if accelerator.is_main_process and (step % g.sample_every == 0 or step == g.steps):
+                gen.eval()
+                images = gen.generate(probe["c"], probe["d"], num_inference_steps=g.sample_steps, seed=params.seed)
+                gen.train()
+                rows = [list(probe["x"]), list(probe["y"]), list(images)]
+                fig = image_grid(rows, row_titles=["photo x", "target y", f"G step {step}"])
+                tracking.log_figure(fig, f"samples/step-{step:06d}.png")
+
+        run_params = {"generator": to_dict(g), "spec": asdict(spec), "pairs": len(c)}
+        main = accelerator.is_main_process
+        with tracking.start_run("train_generator", name, run_params, root=root) if main else contextlib.nullcontext():
+            stats = train_generator(
+                gen, data["y"], c, d, training, ckpt, accelerator=accelerator, on_checkpoint=log_samples
+            )
+            if folder is not None:
+                gen.save_pretrained(folder)
+        return {"spec": asdict(spec), "final": stats}
+
+    record = build_once(
+        paths.generator(name),
+        key=key,
+        marker=GENERATOR_MARKER,
+        build=build,
+        checkpoint=ckpt,
+        main_process=accelerator.is_main_process,
+    )
+    accelerator.wait_for_everyone()
+    return record["final"]
+
+
+def _sample_probe(data: dict, c: torch.Tensor, d: torch.Tensor, n: int = 8) -> dict:
+    rows = np.linspace(0, len(c) - 1, n).astype(int)
+    return {"x": data["x"][rows], "y": data["y"][rows], "c": c[rows], "d": d[rows]}

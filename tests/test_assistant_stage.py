@@ -1,0 +1,86 @@
+"""The assistant's stages at tiny sizes: the lambda grid chosen on validation, a rerun that trains
+nothing, and table 4's evaluation (assistant variants, quality figures and the true-embedding row)."""
+
+import csv
+import json
+
+import mlflow
+import pytest
+
+from cafe_core.workbench import tracking
+from cafe_core.workbench.paths import ProjectPaths
+from cafe_core.workbench.stages.ablation import ablation_table
+from cafe_core.workbench.stages.evaluate import evaluate_variant
+from cafe_core.workbench.stages.train_assistant import train_assistant_stage
+
+pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes
+
+
+def test_lambda_is_chosen_on_validation_and_published(assistant_project):
+    params, root, selection = assistant_project
+    grid = {r["lambda"]: r for r in selection["grid"]}
+    assert set(grid) == {0.5, 2.0}
+    best = max(grid.values(), key=lambda r: r["score"])
+    assert selection["chosen_lambda"] == best["lambda"]
+    for r in grid.values():
+        assert -1 <= r["score"] <= 1 and -1 <= r["cosine"] <= 1 and 0 <= r["context_accuracy"] <= 1
+    out = ProjectPaths(root).assistant("mse")
+    chosen = out / "grid" / f"lambda-{best['lambda']:g}"
+    assert (out / "assistant.safetensors").read_bytes() == (chosen / "assistant.safetensors").read_bytes()
+    assert json.loads((out / "assistant_config.json").read_text())["lambda_"] == best["lambda"]
+    assert json.loads((root / "results/assistant/mse.json").read_text())["chosen_lambda"] == best["lambda"]
+    assert not any((out.parent / ".checkpoints").glob("mse-*"))  # finished members leave no checkpoints
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow-assistant.db'}")
+    runs = mlflow.search_runs(experiment_names=["train_assistant"], output_format="list")
+    assert {"mse-lambda-0.5", "mse-lambda-2"} <= {r.info.run_name for r in runs}
+    assert all("val/score" in r.data.metrics for r in runs)
+
+
+def test_rerun_trains_nothing(assistant_project, monkeypatch):
+    params, root, selection = assistant_project
+
+    def fail(*args, **kwargs):
+        raise AssertionError("an up-to-date assistant was trained again")
+
+    monkeypatch.setattr("cafe_core.workbench.stages.train_assistant.train_assistant", fail)
+    assert train_assistant_stage(params, root, "mse")["chosen_lambda"] == selection["chosen_lambda"]
+
+
+def test_assistant_variants_quality_figures_and_table(assistant_project):
+    params, root, _ = assistant_project
+    train_assistant_stage(params, root, "neg_cosine")
+    for variant in ("mse", "neg_cosine", "gt_embedding", "real_images"):
+        result = evaluate_variant(params, root, variant)
+        rows = {r["domain"]: r for r in result["rows"]}
+        assert isinstance(rows["object"]["DINO"], float) and isinstance(rows["face"]["ID"], float)
+    quality = json.loads((root / "results/variants/mse/quality.json").read_text())
+    for domain in ("object", "face"):
+        q = quality[domain]
+        assert q["turns"] == params.evaluation.prompts * params.evaluation.images_per_prompt * 2
+        assert -1 <= q["cosine"] <= 1
+        for key in (
+            "names_class_and_context",
+            "image_matches_response",
+            "image_matches_response_ceiling",
+            "ambiguous_valid_with_reason",
+            "ambiguous_names_class",
+            "second_turn_names_context",
+        ):
+            assert 0 <= q[key] <= 1
+        for key in (
+            "second_turn_cosine",
+            "same_request_alone_cosine",
+            "second_turn_identity",
+            "same_request_alone_identity",
+        ):
+            assert -1 <= q[key] <= 1
+    assert not (root / "results/variants/gt_embedding/quality.json").exists()
+    rows = ablation_table(params, root, "ablation_loss")
+    with open(root / "results/ablation_loss/table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["variant"] for r in table] == [r.variant for r in rows]
+    assert [r["variant"] for r in table[::2]] == ["mse", "neg_cosine", "gt_embedding", "real_images"]
+    mlflow.set_tracking_uri(tracking.tracking_uri(root))
+    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["ablation_loss"], output_format="list")}
+    assert runs["mse"].data.params["distance"] == "mse"
+    assert "object/quality/cosine" in runs["mse"].data.metrics

@@ -1,0 +1,152 @@
+"""The `cafe` command: chat and sessions, the fast path, exit status 2 for bad input and 3 for missing models."""
+
+import json
+import shutil
+
+import pytest
+
+from cafe_core import cli
+from cafe_core.world import make_world
+
+pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes
+
+
+@pytest.fixture(scope="module")
+def cli_root(assistant_project, tmp_path_factory):
+    """The tiny project with a params.yaml, as `cafe` finds it."""
+    import yaml
+
+    from helpers import tiny_raw
+
+    _, root, _ = assistant_project
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_raw()))
+    photos = tmp_path_factory.mktemp("photos")
+    from PIL import Image
+
+    params = assistant_project[0]
+    world = make_world(params)
+    Image.fromarray(world.render(world.subjects("object", "eval")[0], None, seed=1).image).save(photos / "ball.png")
+    Image.fromarray(world.render(world.subjects("face", "eval")[0], None, seed=1).image).save(photos / "face.png")
+    Image.fromarray(world.render(world.subjects("object", "eval")[1], world.contexts("object")[0], seed=2).image).save(
+        photos / "ref.png"
+    )
+    (photos / "notes.png").write_text("not an image")
+    return root, photos
+
+
+def test_cli_chat_prints_the_response_and_writes_the_image(cli_root, tmp_path, capsys):
+    root, photos = cli_root
+    out = tmp_path / "out.png"
+    code = cli.main(
+        [
+            "--root",
+            str(root),
+            "--device",
+            "cpu",
+            "chat",
+            "--image",
+            str(photos / "ball.png"),
+            "--out",
+            str(out),
+            "Draw this ball on the beach.",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.strip()  # the response
+    assert f"wrote {out}" in captured.err and "llm" in captured.err
+    from PIL import Image
+
+    assert Image.open(out).size == (256, 256)  # 16 px, enlarged to be seen
+
+
+def test_cli_session_keeps_the_chat_and_refuses_another_photo(cli_root, tmp_path, capsys):
+    root, photos = cli_root
+    session = tmp_path / "chat.json"
+    base = [
+        "--root",
+        str(root),
+        "--device",
+        "cpu",
+        "chat",
+        "--image",
+        str(photos / "ball.png"),
+        "--session",
+        str(session),
+        "--out",
+        str(tmp_path / "a.png"),
+    ]
+    assert cli.main(base + ["Draw this ball on the beach."]) == 0
+    assert cli.main(base + ["Draw this ball in the snow."]) == 0
+    assert len(json.loads(session.read_text())["history"]) == 4
+    capsys.readouterr()
+    other = [
+        "--root",
+        str(root),
+        "chat",
+        "--image",
+        str(photos / "face.png"),
+        "--session",
+        str(session),
+        "Draw this man smiling.",
+    ]
+    assert cli.main(other) == 2
+    assert "another photo" in capsys.readouterr().err
+
+
+def test_cli_generate_is_the_fast_path(cli_root, tmp_path):
+    root, photos = cli_root
+    out = tmp_path / "fast.png"
+    args = [
+        "--root",
+        str(root),
+        "--device",
+        "cpu",
+        "generate",
+        "--image",
+        str(photos / "ball.png"),
+        "--reference",
+        str(photos / "ref.png"),
+    ]
+    assert cli.main(args + ["--out", str(out), "--num-images", "2", "--native-size"]) == 0
+    assert (tmp_path / "fast-0.png").is_file() and (tmp_path / "fast-1.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["chat", "--image", "{photos}/missing.png", "hi"], "missing.png"),
+        (["chat", "--image", "{photos}/notes.png", "hi"], "notes.png"),
+        (["chat", "--image", "{photos}/ball.png", "--out", "x.jpg", "hi"], ".png"),
+        (["generate", "--image", "{photos}/ball.png", "--reference", "{photos}/missing.png"], "missing.png"),
+        (["chat", "--image", "{photos}/ball.png", "--assistant", "nope", "hi"], "unknown assistant"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_a_clear_message(cli_root, capsys, args, message):
+    root, photos = cli_root
+    code = cli.main(["--root", str(root)] + [a.format(photos=photos) for a in args])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cafe: error:") and message in err
+
+
+def test_cli_missing_models_exit_3_and_say_how_to_build_them(cli_root, tmp_path, capsys):
+    root, photos = cli_root
+    shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
+    code = cli.main(["--root", str(tmp_path), "chat", "--image", str(photos / "ball.png"), "hi"])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "dvc repro train_generator@main" in err and "built, not downloaded" in err
+
+
+def test_cafe_is_installed_as_a_command():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cafe = Path(sys.executable).parent / "cafe"
+    assert cafe.is_file(), "the `cafe` console script is missing: pyproject's [project.scripts] is not installed"
+    done = subprocess.run([str(cafe), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "chat" in done.stdout and "generate" in done.stdout
+    done = subprocess.run([str(cafe), "chat"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--image" in done.stderr

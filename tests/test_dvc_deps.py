@@ -1,0 +1,56 @@
+"""dvc.yaml's dependencies are correct by construction: each stage depends on exactly the cafe_core
+folders its notebook imports (transitively), and each ablation stage on its rows in params.yaml."""
+
+import pytest
+import yaml
+
+from cafe_core.workbench.code_deps import PACKAGE, main, stage_code_deps, stage_command
+
+ROOT = PACKAGE.parent
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _body(stage: dict) -> dict:
+    return stage.get("do", stage)
+
+
+@pytest.mark.parametrize("name", sorted(DVC))
+def test_code_deps_are_what_the_stage_imports(name):
+    body = _body(DVC[name])
+    _, notebook = stage_command(body["cmd"], ROOT)
+    assert notebook.is_file(), f"{name}: {notebook} does not exist"
+    assert str(notebook.relative_to(ROOT)) in body["deps"], f"{name} must depend on its notebook"
+    declared = sorted(d for d in body["deps"] if d.startswith("cafe_core"))
+    imported = stage_code_deps(body["cmd"], ROOT)
+    assert declared == imported, (
+        f"{name}: dvc.yaml declares {declared} but the stage imports {imported}: "
+        "run `python -m cafe_core.workbench.code_deps --write`"
+    )
+
+
+def test_a_stale_dvc_yaml_is_rewritten(tmp_path):
+    """A new import in a stage's code shows up as a dependency once `--write` runs."""
+    import shutil
+
+    for item in ("notebooks", "dvc.yaml"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    text = (tmp_path / "dvc.yaml").read_text()
+    (tmp_path / "dvc.yaml").write_text(text.replace("      - cafe_core/models\n", "", 1))
+    assert main(["--root", str(tmp_path)]) == 1
+    assert main(["--root", str(tmp_path), "--write"]) == 0
+    assert (tmp_path / "dvc.yaml").read_text() == text
+
+
+@pytest.mark.parametrize("target", sorted(PARAMS["ablations"]))
+def test_ablation_stage_reads_the_rows_params_yaml_names(target):
+    body = DVC[target]
+    rows = {f"results/variants/{v}" for v in PARAMS["ablations"][target]}
+    declared = {d for d in body["deps"] if d.startswith("results/variants/")}
+    assert declared == rows, f"{target}: dvc.yaml depends on {sorted(declared)}, params.yaml's rows are {sorted(rows)}"
+    assert f"ablations.{target}" in body["params"]
+
+
+def test_every_notebook_is_a_stage_or_the_chat_demo():
+    staged = {stage_command(_body(s)["cmd"], ROOT)[1].stem for s in DVC.values()}
+    assert staged | {"chat"} == {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}

@@ -1,0 +1,144 @@
+"""The generation stages end to end at tiny sizes: teacher data -> G -> evaluation -> ablation table."""
+
+import csv
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from cafe_core.data.sources import DataUnavailable
+from cafe_core.models.generator import CafeGenerator
+from cafe_core.workbench import tracking
+from cafe_core.workbench.config import DataParams
+from cafe_core.workbench.paths import ProjectPaths
+from cafe_core.workbench.stages.ablation import ablation_table
+from cafe_core.workbench.stages.evaluate import PromptReferences, evaluate_variant, reference_pipeline
+from cafe_core.workbench.stages.teacher_data import teacher_data
+from cafe_core.workbench.stages.train_generator import train_generator_stage
+from cafe_core.world import World, make_world
+
+pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_world):
+    params, root = tiny_world
+    report = teacher_data(params, root)
+    stats = train_generator_stage(params, root, "main")
+    return params, root, report, stats
+
+
+def test_teacher_filter_report(trained):
+    _, root, report, _ = trained
+    saved = json.loads((root / "results/teacher/filter.json").read_text())
+    assert saved["kept"] == report["kept"] and 0 < report["kept"] <= report["quadruplets"]
+    assert set(saved["rejected_by_failure_mode"]) <= {"none", "identity_drift", "ignored_instruction", "artefacts"}
+    assert saved["calibrated"] is False and saved["thresholds"] == {"clip_threshold": -1.0, "dino_threshold": -1.0}
+    assert report["kept"] == report["quadruplets"]
+
+
+def test_generator_is_saved_and_loads(trained):
+    _, root, _, stats = trained
+    assert stats["loss"] > 0
+    gen = CafeGenerator.from_pretrained(ProjectPaths(root).generator("main"))
+    assert gen.config.attention == "joint"
+    assert not (root / "models/generator/.checkpoints").exists() or not any(
+        (root / "models/generator/.checkpoints").iterdir()
+    )
+
+
+def test_variants_and_table(trained):
+    params, root, _, _ = trained
+    for variant in ("both", "clip_only", "dino_only", "real_images"):
+        result = evaluate_variant(params, root, variant)
+        domains = {r["domain"]: r for r in result["rows"]}
+        assert domains["object"]["ID"] is None and domains["face"]["DINO"] is None
+        assert all(isinstance(domains["object"][k], float) for k in ("DINO", "CLIP-I", "CLIP-T"))
+        assert isinstance(domains["face"]["ID"], float)
+    real = json.loads((root / "results/variants/real_images/metrics.json").read_text())["rows"]
+    assert real[0]["variant"] == "real_images" and -1 <= real[0]["DINO"] <= 1
+    rows = ablation_table(params, root, "ablation_embeddings")
+    with open(root / "results/ablation_embeddings/table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["variant"] for r in table] == [r.variant for r in rows]
+    assert {r["variant"] for r in table} == {"clip_only", "dino_only", "both", "real_images"}
+    assert list(table[0]) == ["variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID"]
+    mlflow.set_tracking_uri(tracking.tracking_uri(root))
+    runs = mlflow.search_runs(experiment_names=["ablation_embeddings"], output_format="list")
+    assert sorted(r.info.run_name for r in runs) == ["both", "clip_only", "dino_only", "real_images"]
+    ablation_table(params, root, "ablation_embeddings")  # unchanged results: no duplicate runs
+    assert len(mlflow.search_runs(experiment_names=["ablation_embeddings"], output_format="list")) == 4
+
+
+def test_unknown_names_fail_clearly(tiny_world):
+    params, root = tiny_world
+    with pytest.raises(KeyError, match="unknown generator 'huge'.*main"):
+        train_generator_stage(params, root, "huge")
+    with pytest.raises(KeyError, match="unknown variant 'nope'.*real_images"):
+        evaluate_variant(params, root, "nope")
+
+
+def test_evaluation_on_the_real_dreambench_photos(trained, dreambench, tmp_path, monkeypatch):
+    """`data.evaluation: dreambench`: the same stage scores G on the real photos and prompts."""
+    import dataclasses
+    import shutil
+
+    params, root, _, _ = trained
+    copy = tmp_path / "project"  # results of this evaluation must not replace the world's
+    shutil.copytree(root / "models", copy / "models")
+    shutil.copytree(root / "data", copy / "data")
+    monkeypatch.setenv("CAFE_DREAMBENCH", str(dreambench))
+    params = dataclasses.replace(params, data=DataParams(train="world", evaluation="dreambench"))
+    result = evaluate_variant(params, copy, "both")
+    assert result["data"] == "dreambench"
+    (row,) = result["rows"]  # DreamBench has objects (and pets), no faces
+    assert row["domain"] == "object" and all(-1.0 <= row[k] <= 1.0 for k in ("DINO", "CLIP-I", "CLIP-T"))
+    with pytest.raises(DataUnavailable, match="ground-truth target images"):
+        evaluate_variant(params, copy, "real_images")
+
+
+def test_fast_path_takes_reference_images(trained):
+    params, root, _, _ = trained
+    pipe = reference_pipeline(params, root, "main")
+    world = make_world(params)
+    subject = world.subjects("object", "eval")[0]
+    photo = world.render(subject, None, seed=3).image
+    reference = world.render(world.subjects("object", "eval")[5], world.contexts("object")[2], seed=4).image
+    out, _ = pipe.generate(photo, reference[None], seed=torch.Generator().manual_seed(0))
+    again, _ = pipe.generate(photo, reference[None], seed=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 16, 16, 3)
+    np.testing.assert_array_equal(out, again)
+    assert isinstance(world, World)
+
+
+def test_reference_images_are_cached_per_prompt(trained, monkeypatch):
+    params, root, _, _ = trained
+    references = PromptReferences.from_params(params, root)
+    first = references(["a ball on the beach", "a man in the snow"], seed=3)
+    calls = []
+    monkeypatch.setattr(
+        references, "t2i", lambda prompts, **kw: calls.append(prompts) or np.zeros((len(prompts), 16, 16, 3), np.uint8)
+    )
+    again = references(["a man in the snow", "a ball on the beach"], seed=3)
+    np.testing.assert_array_equal(first[::-1], again)
+    assert calls == []  # nothing redrawn
+    references.save()
+    reloaded = PromptReferences.from_params(params, root)
+    assert len(reloaded.cache) >= 2
+
+
+def test_encoder_ablation_table(trained):
+    """Table 5: generators on the smaller CLIP and the smaller DINO, each row beside `both` and the ceiling."""
+    params, root, _, _ = trained
+    for name in ("clip_small", "dino_small"):
+        train_generator_stage(params, root, name)
+    for variant in ("clip_small_dino_large", "clip_large_dino_small", "both", "real_images"):
+        evaluate_variant(params, root, variant)
+    rows = ablation_table(params, root, "ablation_encoders")
+    assert [r.variant for r in rows[::2]] == ["clip_small_dino_large", "clip_large_dino_small", "both", "real_images"]
+    small = CafeGenerator.from_pretrained(ProjectPaths(root).generator("clip_small"))
+    main = CafeGenerator.from_pretrained(ProjectPaths(root).generator("main"))
+    assert small.config.clip_dim == main.config.clip_dim  # both CLIPs project to the same width
+    assert (ProjectPaths(root).ablation("ablation_encoders") / "table.md").is_file()

@@ -1,0 +1,74 @@
+"""The data seam: `params.yaml: data` picks each stage's source; a source offers what it has and
+names what it lacks; a folder in the project's format round-trips what the world writes."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from cafe_core.benchmarks.dreambench import DreamBenchSource, load_dreambench
+from cafe_core.data.dialogues import save_dialogues
+from cafe_core.data.quadruplets import save_quadruplets
+from cafe_core.data.sources import DataUnavailable, FolderSource
+from cafe_core.workbench.config import DataParams, ParamsError, load_params
+from cafe_core.workbench.sources import evaluation_source, training_source
+from cafe_core.world.source import WorldSource
+
+
+@pytest.fixture(scope="module")
+def params(project_root):
+    return load_params(project_root / "params.yaml")
+
+
+def test_world_is_the_mini_default_for_both_roles(params, tmp_path):
+    assert isinstance(training_source(params, tmp_path), WorldSource)
+    assert isinstance(evaluation_source(params, tmp_path), WorldSource)
+
+
+def test_a_folder_round_trips_the_worlds_training_data(params, tmp_path):
+    world = training_source(params, tmp_path)
+    quads = world.quadruplets(40, seed=3)
+    fit = world.dialogues(12, part="fit", seed=3, multi_turn_p=0.5)
+    val = world.dialogues(4, part="val", seed=4)
+    assert not set(fit.subject_ids) & set(val.subject_ids)  # validation subjects are held apart
+    folder = tmp_path / "mine"
+    save_quadruplets(quads, folder / "quadruplets.safetensors")
+    save_dialogues(fit, folder / "dialogues-fit.safetensors")
+    save_dialogues(val, folder / "dialogues-val.safetensors")
+    source = training_source(dataclasses.replace(params, data=DataParams(train="mine", evaluation="world")), tmp_path)
+    assert isinstance(source, FolderSource)
+    again = source.quadruplets(40, seed=0)
+    np.testing.assert_array_equal(again.y, quads.y)
+    assert again.instructions == quads.instructions and again.failure_names() == quads.failure_names()
+    loaded = source.dialogues(12, part="fit", seed=0)
+    assert loaded.messages == fit.messages and loaded.valid == fit.valid
+    np.testing.assert_array_equal(loaded.x, fit.x)
+    assert source.response_fulfils(int(fit.subject_ids[0]), fit.responses[0], fit.valid[0]) is None  # cannot judge
+    assert world.response_fulfils(int(fit.subject_ids[0]), fit.responses[0], fit.valid[0]) is True
+
+
+def test_missing_data_is_named(params, tmp_path):
+    source = FolderSource(tmp_path / "empty")
+    with pytest.raises(DataUnavailable, match="quadruplets.safetensors does not exist"):
+        source.quadruplets(10, seed=0)
+    with pytest.raises(DataUnavailable, match="has no evaluation cases"):
+        source.eval_cases("object", 1, 1, 0, 1)
+    with pytest.raises(ParamsError, match="evaluation data only"):
+        training_source(dataclasses.replace(params, data=DataParams(train="dreambench", evaluation="world")), tmp_path)
+    with pytest.raises(ParamsError, match="data.evaluation must be"):
+        evaluation_source(dataclasses.replace(params, data=DataParams(train="world", evaluation="mine")), tmp_path)
+
+
+def test_dreambench_cases_are_its_subjects_photos_and_prompts(dreambench):
+    source = DreamBenchSource(load_dreambench(dreambench))
+    assert source.domains == ("object",)
+    cases = source.eval_cases("object", 3, 2, seed=0, n_references=1)
+    assert [c.subject for c in cases] == [s.name for s in source.bench.subjects[:3]]
+    for case, subject in zip(cases, source.bench.subjects):
+        assert len(case.reference_images) == len(subject.images)  # every photo is a reference
+        assert [p.prompt for p in case.prompts] == source.bench.prompts(subject)[:2]
+        assert all(subject.cls in p.cafe_prompt and "this" in p.cafe_prompt for p in case.prompts)
+    with pytest.raises(DataUnavailable, match="domain 'face'"):
+        source.eval_cases("face", 1, 1, 0, 1)
+    with pytest.raises(DataUnavailable, match="ground-truth"):
+        source.target_images(cases[0], [0, 1])
