@@ -1,0 +1,1 @@
+"""How the world draws a scene, split by what it draws: canvas, backgrounds, objects, faces, styles."""
