@@ -23,6 +23,7 @@ __all__ = [
     "tiny_unet",
     "tiny_vit_config",
     "tiny_word_tokenizer",
+    "write_tiny_onnx_face",
 ]
 
 
@@ -278,3 +279,45 @@ def tiny_conditions(batch: int = 3, seed: int = 1) -> tuple[torch.Tensor, torch.
     return torch.randn(batch, TINY_CLIP_DIM, generator=g), torch.randn(
         batch, TINY_DINO_TOKENS, TINY_DINO_DIM, generator=g
     )
+
+
+def write_tiny_onnx_face(folder, seed: int = 0, size: int = 112, dim: int = 16):
+    """A random ONNX face-recognition network in the layout insightface ships ArcFace in.
+
+    ``folder/model.onnx``: input ``input.1`` (N, 3, size, size), output (N, dim), through a strided
+    convolution, ReLU, global average pooling and a linear layer. Needs the ``onnx`` package.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = {
+        "conv_w": rng.normal(0, 0.3, (8, 3, 8, 8)).astype(np.float32),
+        "conv_b": np.zeros(8, np.float32),
+        "fc_w": rng.normal(0, 0.5, (dim, 8)).astype(np.float32),
+        "fc_b": rng.normal(0, 0.1, dim).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input.1", "conv_w", "conv_b"], ["c"], strides=[8, 8]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["683"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_face",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["None", 3, size, size])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["None", dim])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder / "model.onnx")
+    return folder

@@ -376,3 +376,27 @@ def test_eos_mismatch_is_warned(clip: ClipEncoder, caplog: pytest.LogCaptureFixt
         assert not caplog.records
         ClipEncoder._check_eos(clip.tokenizer, type(config)(eos_token_id=2))  # legacy: pools the highest id
     assert "pool the wrong token" in caplog.text
+
+
+# --- ONNX face recognition (the sd2 profile's face model) ----------------------------------------
+
+
+def test_onnx_face_embedder_in_the_insightface_layout(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from cafe_core.models.encoders import OnnxFaceEmbedder, load_face_embedder
+    from cafe_core.testing import write_tiny_onnx_face
+
+    folder = write_tiny_onnx_face(tmp_path / "models" / "arcface_w600k_r50")
+    face = load_face_embedder("arcface_w600k_r50", model_root=tmp_path / "models")
+    assert isinstance(face, OnnxFaceEmbedder) and isinstance(face, IdentityEmbedder) and face.image_size == 112
+    rng = np.random.default_rng(0)
+    photos = rng.integers(0, 256, (3, 150, 130, 3), dtype=np.uint8)  # any size: resized and centre-cropped
+    emb = face.embed(photos, batch_size=2)
+    assert emb.shape == (3, 16) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
+    torch.testing.assert_close(face.embed(photos[:1]), emb[:1])
+    assert float(emb[0] @ face.embed(photos[:1])[0]) == pytest.approx(1.0, abs=1e-5)
+    (folder / "model.onnx").unlink()
+    assert not isinstance(load_face_embedder(write_tiny_vit(tmp_path / "vit", with_pooler=False)), OnnxFaceEmbedder)
+    with pytest.raises(FileNotFoundError, match="no model.onnx"):
+        OnnxFaceEmbedder.from_pretrained(folder)

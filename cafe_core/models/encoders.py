@@ -5,9 +5,10 @@
   Wraps a ``transformers.CLIPModel``; :meth:`ClipEncoder.from_open_clip` wraps an open_clip model.
 - :class:`DinoEncoder` (``E_d``, and the DINO evaluation metric): patch tokens and CLS embeddings
   of a DINOv2 (``Dinov2Model``, with or without registers) or DINO v1 (``ViTModel``) checkpoint.
-- :class:`FaceEmbedder`: the default, pluggable face-identity model (a ``ViTModel`` whose
-  normalised CLS embedding is the identity vector). Anything with the same ``embed`` method
-  satisfies :class:`IdentityEmbedder`.
+- :class:`FaceEmbedder`: the world's face-identity model (a ``ViTModel`` whose normalised CLS
+  embedding is the identity vector), and :class:`OnnxFaceEmbedder`: a real face-recognition network
+  exported to ONNX (ArcFace as insightface ships it); :func:`load_face_embedder` picks by folder.
+  Anything with the same ``embed`` method satisfies :class:`IdentityEmbedder`.
 
 Every encoder is frozen and stays in eval mode. Its methods run under ``torch.inference_mode()``
 chunk by chunk (``batch_size``), then concatenate the chunks outside inference mode, so the
@@ -44,7 +45,9 @@ __all__ = [
     "FaceEmbedder",
     "IdentityEmbedder",
     "ImageTransform",
+    "OnnxFaceEmbedder",
     "OpenClipEncoder",
+    "load_face_embedder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -677,3 +680,72 @@ class FaceEmbedder(_VitBackbone):
         """(N, hidden_size) unit-norm identity embeddings."""
         embeds = self._map_images(lambda pixels: self._tokens(pixels)[:, 0], images, batch_size)
         return F.normalize(embeds, dim=-1)
+
+
+class OnnxFaceEmbedder:
+    """A face-recognition network exported to ONNX, behind :class:`IdentityEmbedder`.
+
+    This is how insightface ships ArcFace (e.g. ``w600k_r50.onnx`` of its ``buffalo_l`` pack) and
+    how AdaFace / ArcFace IResNet backbones are commonly exported: one input ``(N, 3, H, W)``
+    (RGB, usually 112 x 112, ``(x - 127.5) / 127.5``) and one output ``(N, D)``, normalised here.
+    The folder holds ``model.onnx`` and, optionally, a ``preprocessor_config.json`` whose
+    ``image_mean`` / ``image_std`` (in [0, 1] units) replace the default 0.5 / 0.5. Images are resized
+    and centre-cropped, not detected and aligned: pass face crops, as the evaluation's photos are.
+    Needs ``onnxruntime`` (``pip install 'cafe-core[faces]'``).
+    """
+
+    def __init__(self, session: Any, transform: ImageTransform) -> None:
+        self.session = session
+        self.transform = transform
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        model_root: str | os.PathLike | None = None,
+        device: torch.device | str = "cpu",
+    ) -> OnnxFaceEmbedder:
+        """Load ``model.onnx`` from a folder (local, under ``model_root``, or in the HF cache); never downloads."""
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError(f"ONNX face models need onnxruntime ({error}): pip install 'cafe-core[faces]'") from error
+        folder = resolve_model(name_or_path, model_root=model_root)
+        path = folder / "model.onnx"
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder} holds no model.onnx: it is not an ONNX face-recognition folder.")
+        providers = ["CPUExecutionProvider"]
+        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        session = onnxruntime.InferenceSession(str(path), providers=providers)
+        shape = session.get_inputs()[0].shape
+        size = shape[-1] if isinstance(shape[-1], int) else 112
+        transform = ImageTransform.from_folder(
+            folder, default_size=size, default_mean=(0.5,) * 3, default_std=(0.5,) * 3
+        )
+        logger.info("Loaded ONNX face embedder from %s (%s)", folder, providers[0])
+        return cls(session, transform)
+
+    @property
+    def image_size(self) -> int:
+        return self.transform.size
+
+    def embed(self, images: Images, *, batch_size: int | None = None) -> torch.Tensor:
+        """(N, D) unit-norm identity embeddings."""
+        outputs = []
+        for part in _chunks(_as_batch(images), batch_size):
+            pixels = self.transform(part).numpy().astype(np.float32)
+            outputs.append(torch.from_numpy(self.session.run(None, {self.input_name: pixels})[0]))
+        return F.normalize(torch.cat(outputs).float(), dim=-1)
+
+
+def load_face_embedder(
+    name_or_path: str | os.PathLike, *, model_root: str | os.PathLike | None = None, device: torch.device | str = "cpu"
+) -> IdentityEmbedder:
+    """The face-identity model a profile names: an ONNX network (``model.onnx``) or a ViT folder."""
+    folder = resolve_model(name_or_path, model_root=model_root)
+    if (folder / "model.onnx").is_file():
+        return OnnxFaceEmbedder.from_pretrained(folder, device=device)
+    return FaceEmbedder.from_pretrained(folder, device=device)

@@ -40,7 +40,7 @@ class Profile:
     text_to_image: str  # the base text-to-image model (UNet, scheduler, text encoder [, VAE])
     eval_clip: str  # CLIP-I and CLIP-T (never the conditioning CLIP)
     eval_dino: str  # DINO image similarity
-    face_id: str  # identity similarity for the faces protocol
+    face_id: str  # identity similarity for the faces protocol (a ViT folder, or model.onnx: load_face_embedder)
 
 
 PROFILES: dict[str, Profile] = {
@@ -64,7 +64,7 @@ PROFILES: dict[str, Profile] = {
         text_to_image="stabilityai/stable-diffusion-2-base",
         eval_clip="openai/clip-vit-base-patch32",
         eval_dino="facebook/dino-vits16",
-        face_id="face_id",
+        face_id="arcface_w600k_r50",  # a folder holding insightface's ArcFace R50 as model.onnx (README: Profiles)
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Every location the workbench reads or writes under ``models/``, ``data/``, ``results/`` and ``runs/``.
+"""Every location the workbench reads or writes: ``models/``, ``data/``, ``results/``, ``runs/``, MLflow.
 
 Stages, notebooks, the pipeline loader and the tests take their paths from one
 :class:`ProjectPaths`, so a folder is named once: moving one is a one-line change here
@@ -113,7 +113,7 @@ class ProjectPaths:
         """An ablation table's folder (``table.md``, ``table.csv``)."""
         return self.results / target
 
-    # --- runs -------------------------------------------------------------------------------------
+    # --- runs and tracking ------------------------------------------------------------------------
 
     @property
     def notebooks(self) -> Path:
@@ -123,3 +123,13 @@ class ProjectPaths:
     def runs(self) -> Path:
         """Executed copies of the stage notebooks."""
         return self.root / "runs"
+
+    @property
+    def mlflow_store(self) -> Path:
+        """The embedded MLflow store (SQLite), reached by an absolute URI from any working directory."""
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """Where MLflow keeps the runs' images and files."""
+        return self.root / "mlartifacts"

@@ -21,16 +21,18 @@ def tracking_uri(root: str | os.PathLike | None = None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     from .config import project_root
+    from .paths import ProjectPaths
 
     root = Path(root) if root is not None else project_root()
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    return f"sqlite:///{ProjectPaths(root).mlflow_store.resolve()}"
 
 
 def artifact_root(root: str | os.PathLike | None = None) -> str:
     from .config import project_root
+    from .paths import ProjectPaths
 
     root = Path(root) if root is not None else project_root()
-    return (root / "mlartifacts").resolve().as_uri()
+    return ProjectPaths(root).mlflow_artifacts.resolve().as_uri()
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

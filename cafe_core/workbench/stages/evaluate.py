@@ -17,7 +17,7 @@ from ...benchmarks.metrics import clip_i_similarity, clip_t_similarity, dino_sim
 from ...benchmarks.tables import ProtocolRow
 from ...data.cases import EvalCase
 from ...data.sources import DataSource, DataUnavailable
-from ...models.encoders import ClipEncoder, DinoEncoder, FaceEmbedder
+from ...models.encoders import ClipEncoder, DinoEncoder, load_face_embedder
 from ...models.text_to_image import TextToImage
 from ...pipeline import CafePipeline, Sampling
 from ...utils.digest import config_hash
@@ -108,7 +108,7 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
     model_root = paths.model_root(params.profile)
     eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
     eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
-    face = FaceEmbedder.from_pretrained(params.profile.face_id, model_root=model_root)
+    face = load_face_embedder(params.profile.face_id, model_root=model_root)
     drawer = _Drawer.for_variant(params, root, variant, source)
     subjects = {"object": e.object_subjects, "face": e.face_subjects}
     rows, grids = [], {}
