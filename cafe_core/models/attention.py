@@ -29,6 +29,7 @@ __all__ = [
     "cafe_processors",
     "install_cafe_attention",
     "set_cafe_attention_scale",
+    "split_tokens",
     "uninstall_cafe_attention",
 ]
 
@@ -110,7 +111,17 @@ class ImageConditioner(nn.Module):
             d_tok = self.dino_norm(self.dino_proj(d.to(self.dino_proj.weight.dtype)))
             if keep_d is not None:
                 d_tok = torch.where(keep_d.view(b, 1, 1), d_tok, null_d)
-        return c_tok, d_tok
+        return split_tokens(torch.cat([c_tok, d_tok], dim=1), cfg.clip_tokens)
+
+
+def split_tokens(tokens: torch.Tensor, clip_tokens: int) -> Tokens:
+    """``(c_tokens, d_tokens)`` as two views of one (B, clip_tokens + N, width) buffer.
+
+    Both sources live in one allocation, as they did when the processors split a concatenated
+    sequence themselves: the attention then runs the very same kernels on the same memory layout,
+    so generators trained before the tuple convention train and sample bit for bit the same.
+    """
+    return tokens[:, :clip_tokens], tokens[:, clip_tokens:]
 
 
 class CafeAttnProcessor(nn.Module):
@@ -171,7 +182,9 @@ class CafeAttnProcessor(nn.Module):
             raise ValueError(
                 "CafeAttnProcessor is a cross-attention processor: pass encoder_hidden_states=(c_tokens, d_tokens)"
             )
-        c_tok, d_tok = encoder_hidden_states
+        # One alias per layer: the keys' and values' gradients of this layer meet here first, then the
+        # layers' meet in the tokens, the order of sums the generators trained before used (bit for bit).
+        c_tok, d_tok = (t.view(t.shape) for t in encoder_hidden_states)
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)

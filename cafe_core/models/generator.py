@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import ConditioningConfig, ImageConditioner, Tokens, install_cafe_attention, uninstall_cafe_attention
+from .attention import (
+    ConditioningConfig,
+    ImageConditioner,
+    Tokens,
+    install_cafe_attention,
+    split_tokens,
+    uninstall_cafe_attention,
+)
 from .guidance import BRANCHES, guidance_mode
 from .text_to_image import TextToImage, UNetDeviceMixin, decode_images, initial_noise, make_scheduler
 
@@ -197,10 +204,10 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         """Condition tokens of every guidance branch, stacked into one batch in branch order."""
         b = c.shape[0]
         parts = [
-            self.conditioner(c if sees_c else None, d if sees_d else None, batch_size=b)
-            for sees_c, sees_d in map(BRANCHES.get, branches)
+            self.conditioner(c if c_on else None, d if d_on else None, batch_size=b)
+            for c_on, d_on in map(BRANCHES.get, branches)
         ]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return split_tokens(torch.cat([torch.cat(p, dim=1) for p in parts]), self.config.clip_tokens)
 
     @torch.inference_mode()
     def generate(
