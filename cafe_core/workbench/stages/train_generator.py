@@ -61,6 +61,7 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
         t2i = TextToImage.from_pretrained(
             params.profile.text_to_image, model_root=model_root, device=accelerator.device
         )
+        torch.manual_seed(params.seed)  # G's new layers start from the run's seed, not torch's random one
         gen = CafeGenerator.from_text_to_image(
             t2i,
             clip_dim=c.shape[-1],
