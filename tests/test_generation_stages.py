@@ -142,3 +142,16 @@ def test_encoder_ablation_table(trained):
     main = CafeGenerator.from_pretrained(ProjectPaths(root).generator("main"))
     assert small.config.clip_dim == main.config.clip_dim  # both CLIPs project to the same width
     assert (ProjectPaths(root).ablation("ablation_encoders") / "table.md").is_file()
+
+
+def test_generator_training_is_reproducible(trained, tmp_path):
+    """Two runs of the stage train the same G bit for bit (its new layers start from params.seed)."""
+    import shutil
+
+    params, root, _, _ = trained
+    for folder in ("models/world", "data/teacher_filtered", "data/features"):
+        shutil.copytree(root / folder, tmp_path / folder)
+    train_generator_stage(params, tmp_path, "main")
+    first, again = ProjectPaths(root).generator("main"), ProjectPaths(tmp_path).generator("main")
+    for file in ("unet/diffusion_pytorch_model.safetensors", "cafe_conditioning.safetensors"):
+        assert (first / file).read_bytes() == (again / file).read_bytes(), file
