@@ -45,7 +45,7 @@ def test_a_stale_dvc_yaml_is_rewritten(tmp_path):
 @pytest.mark.parametrize("target", sorted(PARAMS["ablations"]))
 def test_ablation_stage_reads_the_rows_params_yaml_names(target):
     body = DVC[target]
-    rows = {f"results/variants/{v}" for v in PARAMS["ablations"][target]}
+    rows = {f"results/variants/{v}/metrics.json" for v in PARAMS["ablations"][target]}
     declared = {d for d in body["deps"] if d.startswith("results/variants/")}
     assert declared == rows, f"{target}: dvc.yaml depends on {sorted(declared)}, params.yaml's rows are {sorted(rows)}"
     assert f"ablations.{target}" in body["params"]

@@ -53,12 +53,11 @@ def test_variants_and_table(trained):
     params, root, _, _ = trained
     for variant in ("both", "clip_only", "dino_only", "real_images"):
         result = evaluate_variant(params, root, variant)
-        domains = {r["domain"]: r for r in result["rows"]}
-        assert domains["object"]["ID"] is None and domains["face"]["DINO"] is None
-        assert all(isinstance(domains["object"][k], float) for k in ("DINO", "CLIP-I", "CLIP-T"))
-        assert isinstance(domains["face"]["ID"], float)
-    real = json.loads((root / "results/variants/real_images/metrics.json").read_text())["rows"]
-    assert real[0]["variant"] == "real_images" and -1 <= real[0]["DINO"] <= 1
+        assert set(result["object"]) == {"DINO", "CLIP-I", "CLIP-T"} and set(result["face"]) == {"CLIP-T", "ID"}
+        assert all(isinstance(v, float) for scores in result.values() for v in scores.values())
+        assert (root / f"results/variants/{variant}/samples/object.png").is_file()
+    real = json.loads((root / "results/variants/real_images/metrics.json").read_text())  # flat: DVC's columns
+    assert -1 <= real["object"]["DINO"] <= 1 and -1 <= real["face"]["ID"] <= 1
     rows = ablation_table(params, root, "ablation_embeddings")
     with open(root / "results/ablation_embeddings/table.csv") as f:
         table = list(csv.DictReader(f))
@@ -66,10 +65,18 @@ def test_variants_and_table(trained):
     assert {r["variant"] for r in table} == {"clip_only", "dino_only", "both", "real_images"}
     assert list(table[0]) == ["variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID"]
     mlflow.set_tracking_uri(tracking.tracking_uri(root))
-    runs = mlflow.search_runs(experiment_names=["ablation_embeddings"], output_format="list")
-    assert sorted(r.info.run_name for r in runs) == ["both", "clip_only", "dino_only", "real_images"]
-    ablation_table(params, root, "ablation_embeddings")  # unchanged results: no duplicate runs
-    assert len(mlflow.search_runs(experiment_names=["ablation_embeddings"], output_format="list")) == 4
+    runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cafe-mini"], output_format="list")}
+    table = runs["ablation_embeddings"]
+    for variant in ("both", "clip_only", "dino_only", "real_images"):
+        evaluation = runs[f"evaluate@{variant}"]  # the stage that evaluates logs the scores
+        assert "object/CLIP-T" in evaluation.data.metrics and "face/ID" in evaluation.data.metrics
+        assert table.data.tags[f"cafe.source_run.{variant}"] == evaluation.info.run_id  # linked, not copied
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(table.info.run_id)}
+    assert {"table.json", "table.md", "table.csv"} <= artifacts
+    assert not table.data.metrics
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs.values() if r.data.tags["cafe.role"] == "stage"}
+    (parent,) = parents  # one pipeline run holds every stage run of this code state
+    assert runs[next(n for n in runs if n.startswith("pipeline"))].info.run_id == parent
 
 
 def test_unknown_names_fail_clearly(tiny_world):
@@ -92,9 +99,8 @@ def test_evaluation_on_the_real_dreambench_photos(trained, dreambench, tmp_path,
     monkeypatch.setenv("CAFE_DREAMBENCH", str(dreambench))
     params = dataclasses.replace(params, data=DataParams(train="world", evaluation="dreambench"))
     result = evaluate_variant(params, copy, "both")
-    assert result["data"] == "dreambench"
-    (row,) = result["rows"]  # DreamBench has objects (and pets), no faces
-    assert row["domain"] == "object" and all(-1.0 <= row[k] <= 1.0 for k in ("DINO", "CLIP-I", "CLIP-T"))
+    assert set(result) == {"object"}  # DreamBench has objects (and pets), no faces
+    assert all(-1.0 <= result["object"][k] <= 1.0 for k in ("DINO", "CLIP-I", "CLIP-T"))
     with pytest.raises(DataUnavailable, match="ground-truth target images"):
         evaluate_variant(params, copy, "real_images")
 

@@ -57,10 +57,9 @@ def test_every_world_model_is_saved_in_its_real_layout(pretrained):
 
 def test_second_run_skips_finished_models(pretrained):
     params, root, markers = pretrained
-    started = time.perf_counter()
     again = pretrain_models(params, root)
-    assert again == markers
-    assert time.perf_counter() - started < 5
+    assert {k: v["key"] for k, v in again.items()} == {k: v["key"] for k, v in markers.items()}
+    assert all(v["seconds"] is None for v in again.values())  # nothing was trained again
 
 
 def test_changed_model_params_retrain_only_that_model_and_dependents(pretrained, tmp_path):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..utils.files import atomic_write_text
 
-__all__ = ["COLUMNS", "ProtocolRow", "write_table"]
+__all__ = ["COLUMNS", "ProtocolRow", "protocol_rows", "write_scores", "write_table"]
 
 COLUMNS = ("variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID")
 """Columns of every protocol table, in order."""
@@ -33,6 +33,14 @@ class ProtocolRow:
         return dict(zip(COLUMNS, (getattr(self, f.name) for f in fields(self)), strict=True))
 
 
+def protocol_rows(variant: str, metrics: Mapping[str, Mapping[str, float]]) -> list[ProtocolRow]:
+    """A variant's flat metrics (``{domain: {metric: score}}``, its ``metrics.json``) as rows, one per domain."""
+    return [
+        ProtocolRow(variant, domain, m.get("DINO"), m.get("CLIP-I"), m.get("CLIP-T"), m.get("ID"))
+        for domain, m in metrics.items()
+    ]
+
+
 def write_table(rows: Sequence[ProtocolRow], folder: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``table.csv`` and ``table.md`` into ``folder`` atomically; return their paths.
 
@@ -48,6 +56,24 @@ def write_table(rows: Sequence[ProtocolRow], folder: str | os.PathLike[str]) -> 
         atomic_write_text(folder / "table.csv", csv_text.getvalue()),
         atomic_write_text(folder / "table.md", "\n".join(markdown) + "\n"),
     )
+
+
+def write_scores(rows: Sequence[ProtocolRow], folder: str | os.PathLike[str]) -> Path:
+    """Write ``scores.csv``: one line per measured score (``row``, variant, domain, metric, value).
+
+    The long form a bar chart reads (``dvc plots show``: one bar per ``row``, e.g.
+    ``both / object / CLIP-T``); unmeasured scores have no line.
+    """
+    lines = [("row", "variant", "domain", "metric", "value")]
+    for row in rows:
+        for metric, value in list(row.to_dict().items())[2:]:
+            if value is not None:
+                lines.append(
+                    (f"{row.variant} / {row.domain} / {metric}", row.variant, row.domain, metric, f"{value:.4f}")
+                )
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(lines)
+    return atomic_write_text(Path(folder) / "scores.csv", text.getvalue())
 
 
 def _cell(value: str | float | None) -> str:

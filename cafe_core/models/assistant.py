@@ -112,7 +112,7 @@ class CafeAssistant(nn.Module):
         missing = [t for t in (config.image_token, config.gen_token) if t not in tokenizer.get_vocab()]
         if missing:
             tokenizer.add_special_tokens(
-                {"additional_special_tokens": missing},
+                {"extra_special_tokens": missing},
                 replace_extra_special_tokens=False,
             )
         self.image_token_id = int(tokenizer.convert_tokens_to_ids(config.image_token))

@@ -129,15 +129,13 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
                 f"{path} is not a CAFE generator folder (no {CONDITIONING_CONFIG}); train one first"
             )
         config = ConditioningConfig(**json.loads((path / CONDITIONING_CONFIG).read_text()))
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, use_safetensors=True).to(
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype, use_safetensors=True).to(
             device
         )
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         vae = None
         if (path / "vae").is_dir():
-            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, use_safetensors=True).to(
-                device
-            )
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", dtype=dtype, use_safetensors=True).to(device)
         gen = cls(unet, scheduler, config, vae=vae)
         state = load_file(path / CONDITIONING_FILE)
         gen.conditioner.load_state_dict(

@@ -71,13 +71,13 @@ class TextToImage(UNetDeviceMixin):
         from transformers import AutoTokenizer, CLIPTextModel
 
         path = resolve_model(name_or_path, model_root=model_root)
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype, use_safetensors=True)
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", dtype=dtype, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
         vae = None
         if (path / "vae").is_dir():
-            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, use_safetensors=True)
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", dtype=dtype, use_safetensors=True)
         return cls(unet.to(device), scheduler, text_encoder.to(device), tokenizer, vae.to(device) if vae else None)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-__all__ = ["config_hash", "photo_digest"]
+__all__ = ["config_hash", "file_digest", "photo_digest"]
 
 
 def config_hash(*parts: object) -> str:
@@ -19,3 +19,9 @@ def config_hash(*parts: object) -> str:
 def photo_digest(array: np.ndarray) -> str:
     """Identity of a photo's pixels: the feature cache's key, and what a CLI session is bound to."""
     return hashlib.sha256(array.tobytes()).hexdigest()[:16] + "x".join(map(str, array.shape))
+
+
+def file_digest(path) -> str:
+    """16 hex digits of SHA-256 over a file's bytes: links a result file to the run that wrote it."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]

@@ -16,7 +16,15 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["PACKAGE", "direct_imports", "import_closure", "module_file", "notebook_imports", "stage_code_deps"]
+__all__ = [
+    "PACKAGE",
+    "code_digest",
+    "direct_imports",
+    "import_closure",
+    "module_file",
+    "notebook_imports",
+    "stage_code_deps",
+]
 
 PACKAGE = Path(__file__).resolve().parents[1]
 """The ``cafe_core`` package folder."""
@@ -67,6 +75,20 @@ def import_closure(modules: set[str]) -> set[str]:
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b
         todo += sorted(direct_imports(module_file(module).read_text(), module) - seen)
     return seen
+
+
+def code_digest(*modules: str) -> str:
+    """A hash of the source of ``modules`` and everything they import: part of every skip key.
+
+    A trained folder is reused only when its key matches, so with this in the key a code change
+    retrains what it touches, and ``dvc.lock`` never pairs new code with an old model.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for module in sorted(import_closure(set(modules))):
+        digest.update(module.encode() + b"\0" + module_file(module).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def notebook_imports(path: Path) -> set[str]:

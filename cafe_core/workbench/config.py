@@ -202,6 +202,15 @@ class GeneratorParams:
     clip_scale: float
     dino_scale: float
 
+    TRAINING_KEYS = ("steps", "batch_size", "lr", "drop_p", "clip_tokens", "attention")
+    """What G's weights depend on: its stage's params and skip key read only these, so changing a
+    sampling setting (``clip_scale``, ``sample_steps``) re-evaluates without retraining."""
+    SAMPLING_KEYS = ("sample_steps", "scheduler", "clip_scale", "dino_scale")
+    """How a trained G draws: what every stage that samples from G reads."""
+
+    def training(self) -> dict:
+        return {k: getattr(self, k) for k in self.TRAINING_KEYS}
+
 
 @dataclass(frozen=True)
 class GeneratorSpec:

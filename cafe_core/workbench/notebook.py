@@ -1,7 +1,8 @@
 """Run a parameterized notebook with papermill: ``python -m cafe_core.workbench.notebook NAME [-p key value ...]``.
 
 DVC stages call this, so each stage is a notebook a researcher can also open in JupyterLab.
-The executed copy, with its outputs, lands in the git-ignored `runs/` folder.
+The executed copy, with its outputs, lands in the git-ignored ``runs/<stage>/<item>.ipynb`` and is
+attached to the stage's MLflow run.
 """
 
 from __future__ import annotations
@@ -18,10 +19,32 @@ from .paths import ProjectPaths
 logger = logging.getLogger(__name__)
 
 
+def stage_name(name: str, parameters: dict | None = None) -> str:
+    """The DVC stage item being run (``DVC_STAGE``, e.g. ``evaluate@both``), else ``name@<values>``."""
+    if os.environ.get("DVC_STAGE"):
+        return os.environ["DVC_STAGE"]
+    values = [str(v) for v in (parameters or {}).values()]
+    return f"{name}@{'-'.join(values)}" if values else name
+
+
+def executed_path(paths: ProjectPaths, stage: str) -> Path:
+    """``runs/<stage>/<item>.ipynb`` for a foreach item, ``runs/<stage>.ipynb`` otherwise."""
+    stage, _, item = stage.partition("@")
+    return paths.runs / stage / f"{item}.ipynb" if item else paths.runs / f"{stage}.ipynb"
+
+
 def run_notebook(
     name: str, parameters: dict | None = None, *, root: Path | None = None, kernel: str = "python3"
 ) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` inside the stage's MLflow run, then attach the executed copy.
+
+    The kernel logs into the run this opens (``tracking.RUN_ENV``); a failed or interrupted
+    notebook leaves the run FAILED or KILLED, with the executed copy up to the failing cell.
+    """
     import papermill
+
+    from . import tracking
+    from .config import load_params
 
     root = Path(root or project_root())
     paths = ProjectPaths(root)
@@ -29,18 +52,41 @@ def run_notebook(
     if not source.is_file():
         known = sorted(p.stem for p in paths.notebooks.glob("*.ipynb"))
         raise FileNotFoundError(f"no notebook {source}; known notebooks: {', '.join(known)}")
-    target = paths.runs / f"{name}.ipynb"
+    parameters = dict(parameters or {})
+    stage = stage_name(name, parameters)
+    target = executed_path(paths, stage)
     target.parent.mkdir(parents=True, exist_ok=True)
-    os.environ["CAFE_PROJECT_ROOT"] = str(root)  # the kernel inherits it: same paths, same MLflow store
-    papermill.execute_notebook(
-        str(source),
-        str(target),
-        parameters=parameters or {},
-        cwd=str(root),
-        kernel_name=kernel,
-        progress_bar=False,
-        log_output=True,
-    )
+    params = load_params(root / parameters.get("params_file", "params.yaml"), profile=parameters.get("profile"))
+    run_id = tracking.open_stage_run(stage, params, root)
+    env = {"CAFE_PROJECT_ROOT": str(root), tracking.RUN_ENV: run_id}  # the kernel inherits them
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    status = "FAILED"
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(target),
+            parameters=parameters,
+            cwd=str(root),
+            kernel_name=kernel,
+            progress_bar=False,
+            log_output=True,
+        )
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if target.is_file():
+            from mlflow import MlflowClient
+
+            MlflowClient(tracking.tracking_uri(root)).log_artifact(run_id, str(target), "notebook")
+        tracking.close_stage_run(run_id, status, root)
     return target
 
 

@@ -102,8 +102,16 @@ class ProjectPaths:
         return self.results / "teacher" / "filter.json"
 
     def variant(self, name: str) -> Path:
-        """An evaluated variant's folder: ``metrics.json`` (written last), grids, ``quality.json``."""
+        """An evaluated variant's folder: ``metrics.json`` (written last), ``quality.json``, ``samples/``."""
         return self.results / "variants" / name
+
+    def variant_metrics(self, name: str) -> Path:
+        """A variant's scores, flat per domain (``object.CLIP-T``): a DVC metrics file, kept in git."""
+        return self.variant(name) / "metrics.json"
+
+    def variant_samples(self, name: str) -> Path:
+        """A variant's sample grids, ``<domain>.png``: a DVC-cached output and image plot."""
+        return self.variant(name) / "samples"
 
     def assistant_selection(self, name: str) -> Path:
         """The lambda grid of assistant ``name`` and the lambda chosen on validation."""

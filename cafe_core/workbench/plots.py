@@ -47,3 +47,15 @@ def image_grid(
             )
     fig.tight_layout()
     return fig
+
+
+def figure_to_array(fig, dpi: int = 120) -> np.ndarray:
+    """A figure rendered to uint8 (H, W, 3): what MLflow's ``log_image`` keeps per step."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))

@@ -38,6 +38,7 @@ from ..utils.digest import config_hash
 from ..workbench import loop as train
 from ..workbench.artifacts import build_once
 from ..workbench.artifacts import read_marker as _read_marker
+from ..workbench.code_deps import code_digest
 from ..workbench.config import ClipParams, LMParams, Params, T2IParams, VitParams, to_dict
 from ..workbench.loop import cosine_lr, set_lr
 from .datasets import RenderedSet, build_tokenizer, check_vocabulary, dialogue_texts, render_set
@@ -439,7 +440,7 @@ def model_key(params: Params, name: str, dependency_keys: dict[str, str]) -> str
     data = {"dataset_size": p.dataset_size, "seed": params.seed}
     if name == "lm":
         data = {"dialogues": p.dialogues, "multi_turn_p": p.multi_turn_p, "seed": params.seed}
-    return config_hash(to_dict(params.world), data, to_dict(getattr(p, name)), deps, name)
+    return config_hash(to_dict(params.world), data, to_dict(getattr(p, name)), deps, name, code_digest(__name__))
 
 
 def read_marker(folder: Path) -> dict | None:
@@ -457,7 +458,9 @@ def pretrain_world(
     """Train every model of ``models`` that is missing or stale into ``model_root/<name>``.
 
     ``cache_dir`` keeps the rendered training set; ``only`` limits which stale models train.
-    Returns ``{name: marker}`` of every model that is up to date afterwards.
+    Returns ``{name: marker}`` of every model that is up to date afterwards, each with
+    ``seconds``: its training time in this call (None when it was already up to date). The time
+    stays out of the model folder, so a rerun writes the same bytes.
     """
     if params.threads:
         torch.set_num_threads(params.threads)
@@ -465,6 +468,7 @@ def pretrain_world(
     ws.model_root.mkdir(parents=True, exist_ok=True)
     keys: dict[str, str] = {}
     markers: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
     unknown = sorted(set(models) - set(TRAINERS))
     if unknown:
         raise ValueError(f"unknown world model {unknown[0]!r}; known: {', '.join(TRAINERS)}")
@@ -481,9 +485,10 @@ def pretrain_world(
             logger.info("pretraining %s (key %s)", name, key)
             started = time.perf_counter()
             stats = TRAINERS[name](ws, getattr(params.pretrain, name), name, tmp, ckpt)
-            seconds = time.perf_counter() - started
-            logger.info("%s done in %.0f s", name, seconds)
-            return {"seconds": round(seconds, 1), "final_losses": stats}
+            seconds[name] = round(time.perf_counter() - started, 1)
+            logger.info("%s done in %.0f s", name, seconds[name])
+            return {"final_losses": stats}
 
-        markers[name] = build_once(out, key=key, marker=MARKER, build=build, checkpoint=ckpt)
+        record = build_once(out, key=key, marker=MARKER, build=build, checkpoint=ckpt)
+        markers[name] = {**record, "seconds": seconds.get(name)}
     return markers

@@ -8,21 +8,23 @@ CAFE-mini's held-out subjects, or DreamBench's real photos. Every variant draws 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ...benchmarks.metrics import clip_i_similarity, clip_t_similarity, dino_similarity, identity_similarity
-from ...benchmarks.tables import ProtocolRow
 from ...data.cases import EvalCase
 from ...data.sources import DataSource, DataUnavailable
 from ...models.encoders import ClipEncoder, DinoEncoder, load_face_embedder
 from ...models.text_to_image import TextToImage
 from ...pipeline import CafePipeline, Sampling
-from ...utils.digest import config_hash
+from ...utils.digest import config_hash, file_digest
 from ...utils.files import atomic_save_safetensors, atomic_write_json
-from ..config import Params
+from .. import tracking
+from ..config import Params, to_dict
 from ..paths import ProjectPaths
 from ..plots import image_grid
 from ..sources import evaluation_source
@@ -88,7 +90,7 @@ def draw_from_prompts(
     return pipe.generate(photo, refs, seed=torch.Generator().manual_seed(seed))[0]
 
 
-def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
+def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict[str, float]]:
     """DINO / CLIP-I / CLIP-T on held-out objects, ID / CLIP-T on held-out faces, for one variant.
 
     Where c comes from depends on the variant: a reference image the base text-to-image model
@@ -103,44 +105,71 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict:
             f"unknown variant {variant!r} (params.yaml keys 'variants', 'assistants'); known: {', '.join(known)}"
         )
     paths = ProjectPaths(root)
-    e = params.evaluation
     source = evaluation_source(params, root)
+    with tracking.start_run(f"evaluate@{variant}", params, log_params=_run_params(params, variant, source), root=root):
+        result, grids, quality = _score(params, root, variant, source)
+        out = paths.variant(variant)
+        samples = paths.variant_samples(variant)
+        samples.mkdir(parents=True, exist_ok=True)
+        for domain, (shown, titles) in grids.items():
+            figure = image_grid(shown, col_titles=titles)
+            figure.savefig(samples / f"{domain}.png", dpi=150)
+            tracking.log_image(figure, f"samples_{domain}")
+        tracking.log_metrics({f"{d}/{k}": v for d, scores in result.items() for k, v in scores.items()})
+        if quality is not None:
+            atomic_write_json(out / "quality.json", quality)
+            tracking.log_metrics(
+                {f"{d}/quality/{k}": v for d, q in quality.items() for k, v in q.items() if isinstance(v, (int, float))}
+            )
+        path = atomic_write_json(paths.variant_metrics(variant), result)  # last: the variant is complete
+        tracking.set_tags({"cafe.metrics_digest": file_digest(path)})  # what a table run links back to
+    return result
+
+
+def _run_params(params: Params, variant: str, source: DataSource) -> dict:
+    """What a variant's evaluation run records: its data, evaluation sizes, sampling, and its spec."""
+    g = params.generator
+    out = {"variant": variant, "data": source.name, "evaluation": to_dict(params.evaluation)}
+    out["sampling"] = {k: getattr(g, k) for k in g.SAMPLING_KEYS}
+    if variant in params.variants:
+        spec = params.variants[variant]
+        out.update(generator=spec.generator, guidance=spec.guidance, **asdict(params.generators[spec.generator]))
+    if variant in params.assistants:
+        out.update(assistant=variant, generator=params.assistant.generator)
+    return out
+
+
+def _score(params: Params, root: Path, variant: str, source: DataSource) -> tuple[dict, dict, dict | None]:
+    """Draw and score every case: ``({domain: {metric: mean}}, {domain: grid cells}, quality or None)``."""
+    e = params.evaluation
+    paths = ProjectPaths(root)
     model_root = paths.model_root(params.profile)
     eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
     eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
     face = load_face_embedder(params.profile.face_id, model_root=model_root)
     drawer = _Drawer.for_variant(params, root, variant, source)
     subjects = {"object": e.object_subjects, "face": e.face_subjects}
-    rows, grids = [], {}
+    result, grids = {}, {}
     for domain in source.domains:
         cases = source.eval_cases(domain, subjects[domain], e.prompts, params.seed, e.references)
-        scores: dict[str, list[float]] = {"DINO": [], "CLIP_I": [], "CLIP_T": [], "ID": []}
+        scores: dict[str, list[float]] = {"DINO": [], "CLIP-I": [], "CLIP-T": [], "ID": []}
         shown = []
-        for case in cases:
+        for case in tqdm(cases, desc=f"{variant} {domain}", disable=None):
             prompts = [p.prompt for p in case.prompts]
             for k in range(e.images_per_prompt):
                 images = drawer(case, k)
                 refs = case.reference_images
-                scores["CLIP_T"].append(clip_t_similarity(eval_clip, images, prompts))
+                scores["CLIP-T"].append(clip_t_similarity(eval_clip, images, prompts))
                 if domain == "object":
                     scores["DINO"].append(dino_similarity(eval_dino, images, refs))
-                    scores["CLIP_I"].append(clip_i_similarity(eval_clip, images, refs))
+                    scores["CLIP-I"].append(clip_i_similarity(eval_clip, images, refs))
                 else:
                     scores["ID"].append(identity_similarity(face, images, refs))
                 if k == 0 and len(shown) < 6:
                     shown.append([np.asarray(case.input_image), *images[:8]])
-        rows.append(ProtocolRow(variant, domain, **{k: float(np.mean(v)) if v else None for k, v in scores.items()}))
+        result[domain] = {k: float(np.mean(v)) for k, v in scores.items() if v}
         grids[domain] = (shown, ["photo x"] + [p.label for p in cases[0].prompts][:8])
-    out = paths.variant(variant)
-    out.mkdir(parents=True, exist_ok=True)
-    result = {"variant": variant, "data": source.name, "rows": [r.to_dict() for r in rows]}
-    quality = drawer.finish(eval_clip, eval_dino, face)
-    if quality is not None:
-        atomic_write_json(out / "quality.json", quality)
-    for domain, (shown, titles) in grids.items():
-        image_grid(shown, col_titles=titles).savefig(out / f"samples_{domain}.png", dpi=150)
-    atomic_write_json(out / "metrics.json", result)  # last: its presence means the variant is complete
-    return result
+    return result, grids, drawer.finish(eval_clip, eval_dino, face)
 
 
 class _Drawer:

@@ -52,29 +52,25 @@ def pretrain_world_stage(
     started = time.perf_counter()
     run = "pretrain_world" if models == "core" else "pretrain_world_small"
     grid = None
-    with tracking.start_run("world_pretraining", run, to_dict(params), root=root):
+    with tracking.start_run(run, params, log_params=to_dict(params), root=root):
         markers = pretrain_models(params, root, models=MODEL_SETS[models], only=only)
         model_root = paths.model_root(params.profile)
+        trained = {k: v["seconds"] for k, v in markers.items() if v["seconds"] is not None}
+        tracking.log_metrics({f"{k}/train_seconds": v for k, v in trained.items()})
         if models == "small":
             metrics = small_encoder_metrics(params, model_root, paths.world_renders)
             tracking.log_metrics({f"{k}/value": v["value"] for k, v in metrics.items()})
         else:
-            train_seconds = time.perf_counter() - started
             metrics, samples = world_metrics(params, model_root, paths.world_renders)
             tracking.log_metrics({f"{k}/value": v["value"] for k, v in metrics.items()})
             tracking.log_metrics({f"{k}/chance": v["chance"] for k, v in metrics.items()})
             grid = _sample_grid(samples)
-            tracking.log_figure(grid, "t2i_samples.png")
-            tracking.log_metrics({"pretrain_seconds": train_seconds})
-    if models == "small":
-        atomic_write_json(paths.world_results / "metrics_small.json", metrics)
-    else:
-        atomic_write_json(paths.world_results / "metrics.json", metrics)
-        timing = {
-            "this_run_seconds": round(time.perf_counter() - started, 1),
-            "train_seconds_per_model": {k: v["seconds"] for k, v in markers.items()},
-        }
-        atomic_write_json(paths.world_results / "timing.json", timing)
+            tracking.log_image(grid, "t2i_samples")
+        timing = {"this_run_seconds": round(time.perf_counter() - started, 1), "train_seconds_per_model": trained}
+        tracking.log_metrics({"stage_seconds": timing["this_run_seconds"]})
+    name = "metrics_small.json" if models == "small" else "metrics.json"
+    atomic_write_json(paths.world_results / name, metrics)
+    atomic_write_json(paths.world_results / name.replace("metrics", "timing"), timing)
     logger.info("learned-ness of the world models:\n%s", metrics_table(metrics))
     return {"metrics": metrics, "markers": markers, "grid": grid}
 

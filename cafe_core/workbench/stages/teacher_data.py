@@ -10,7 +10,8 @@ import numpy as np
 from ...data.filter import FilterConfig, apply_filter, calibrate_thresholds, filter_scores
 from ...models.encoders import ClipEncoder, DinoEncoder
 from ...utils.files import atomic_save_safetensors, atomic_write_json
-from ..config import Params
+from .. import tracking
+from ..config import Params, to_dict
 from ..paths import ProjectPaths
 from ..sources import training_source
 
@@ -51,6 +52,14 @@ def teacher_data(params: Params, root: Path) -> dict:
         "failed_share_after": round(float(np.mean(failures[keep] != "none")), 4) if keep.any() else None,
         "calibration": calibration.to_dict(),
     }
+    with tracking.start_run("teacher_data", params, log_params={"teacher": to_dict(t)}, root=root):
+        tracking.log_metrics(
+            {
+                k: v
+                for k, v in tracking.flatten(report).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+        )
     atomic_write_json(paths.filter_report, report)
     return report
 

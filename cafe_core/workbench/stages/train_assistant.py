@@ -19,6 +19,7 @@ from ...utils.digest import config_hash
 from ...utils.files import atomic_write_json
 from .. import tracking
 from ..artifacts import build_once, read_marker
+from ..code_deps import code_digest
 from ..config import Params, to_dict
 from ..paths import ProjectPaths
 from ..plots import image_grid
@@ -76,57 +77,59 @@ def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=
         torch.bfloat16 if accelerator.device.type == "cuda" else torch.float32
     )  # the frozen LM in half precision on GPU
     out = paths.assistant(name)
+    sampling = {k: getattr(params.generator, k) for k in params.generator.SAMPLING_KEYS}  # validation draws
+    lm_key, code = encoder_key(params, paths, params.profile.lm), code_digest(__name__)
+    main_process = accelerator.is_main_process
+    stage_run = tracking.start_run(f"train_assistant@{name}", params, log_params={"assistant": to_dict(a)}, root=root)
     grid = []
-    for lam in spec.lambdas:
-        key = config_hash(
-            to_dict(a), spec.distance, lam, clip_key, encoder_key(params, paths, params.profile.lm), generator_key
-        )
-        ckpt = paths.checkpoints("assistant") / f"{name}-lambda-{lam:g}-{key}"
-
-        def build(folder: Path | None, lam: float = lam, ckpt: Path = ckpt) -> dict:
-            config = AssistantConfig(patches.shape[-1], targets.shape[-1], lambda_=lam, distance=spec.distance)
-            torch.manual_seed(params.seed)
-            assistant = CafeAssistant.from_pretrained(
-                params.profile.lm, config=config, model_root=model_root, device=accelerator.device, dtype=lm_dtype
+    with stage_run if main_process else contextlib.nullcontext():
+        for lam in spec.lambdas:
+            key = config_hash(
+                to_dict(a), sampling, params.seed, spec.distance, lam, clip_key, lm_key, generator_key, code
             )
-            prompts = [assistant.encode_prompt(m) for m in train_set.messages]
-            responses = [assistant.encode_response(r) for r in train_set.responses]
-            run_params = {"assistant": to_dict(a), "distance": spec.distance, "lambda": lam}
-            main = folder is not None
-            with (
-                tracking.start_run("train_assistant", f"{name}-lambda-{lam:g}", run_params, root=root)
-                if main
-                else contextlib.nullcontext()
-            ):
-                stats = train_assistant(
-                    assistant, prompts, responses, patches, targets, training, ckpt, accelerator=accelerator
-                )
-                if not main:
-                    return {}
-                pipe = CafePipeline(
-                    assistant, clip, dino, generator, Sampling.from_params(params.generator), a.max_new_tokens
-                )
-                validation, figure = validate_assistant(pipe, source, val_set, eval_clip, seed=params.seed)
-                tracking.log_metrics({f"val/{k}": v for k, v in validation.items()})
-                tracking.log_figure(figure, "validation_samples.png")
-                assistant.save_pretrained(folder)
-            return {"lambda": lam, "distance": spec.distance, "final": stats, "validation": validation}
+            ckpt = paths.checkpoints("assistant") / f"{name}-lambda-{lam:g}-{key}"
 
-        member = out / "grid" / f"lambda-{lam:g}"
-        grid.append(
-            build_once(
-                member,
-                key=key,
-                marker=ASSISTANT_MARKER,
-                build=build,
-                checkpoint=ckpt,
-                main_process=accelerator.is_main_process,
+            def build(folder: Path | None, lam: float = lam, ckpt: Path = ckpt) -> dict:
+                config = AssistantConfig(patches.shape[-1], targets.shape[-1], lambda_=lam, distance=spec.distance)
+                torch.manual_seed(params.seed)
+                assistant = CafeAssistant.from_pretrained(
+                    params.profile.lm, config=config, model_root=model_root, device=accelerator.device, dtype=lm_dtype
+                )
+                prompts = [assistant.encode_prompt(m) for m in train_set.messages]
+                responses = [assistant.encode_response(r) for r in train_set.responses]
+                run_params = {"distance": spec.distance, "lambda": lam}
+                main = folder is not None
+                nested = tracking.start_run(f"lambda-{lam:g}", params, log_params=run_params, root=root)
+                with nested if main else contextlib.nullcontext():
+                    stats = train_assistant(
+                        assistant, prompts, responses, patches, targets, training, ckpt, accelerator=accelerator
+                    )
+                    if not main:
+                        return {}
+                    pipe = CafePipeline(
+                        assistant, clip, dino, generator, Sampling.from_params(params.generator), a.max_new_tokens
+                    )
+                    validation, figure = validate_assistant(pipe, source, val_set, eval_clip, seed=params.seed)
+                    tracking.log_metrics({f"val/{k}": v for k, v in validation.items()})
+                    tracking.log_image(figure, "validation_samples")
+                    assistant.save_pretrained(folder)
+                    tracking.log_artifacts(folder, "assistant")
+                return {"lambda": lam, "distance": spec.distance, "final": stats, "validation": validation}
+
+            member = out / "grid" / f"lambda-{lam:g}"
+            grid.append(
+                build_once(
+                    member, key=key, marker=ASSISTANT_MARKER, build=build, checkpoint=ckpt, main_process=main_process
+                )
             )
-        )
-        accelerator.wait_for_everyone()
+            accelerator.wait_for_everyone()
+        if main_process:
+            best = max(grid, key=lambda r: r["validation"]["score"])
+            tracking.log_metrics(
+                {"chosen_lambda": best["lambda"], **{f"val/{k}": v for k, v in best["validation"].items()}}
+            )
     if not accelerator.is_main_process:
         return {}
-    best = max(grid, key=lambda r: r["validation"]["score"])
     chosen = out / "grid" / f"lambda-{best['lambda']:g}"
     for file in ("assistant.safetensors", "assistant_config.json"):
         shutil.copyfile(chosen / file, out / f".{file}.tmp")

@@ -16,7 +16,8 @@ from ...models.text_to_image import TextToImage
 from ...utils.digest import config_hash
 from .. import tracking
 from ..artifacts import build_once
-from ..config import Params, to_dict
+from ..code_deps import code_digest
+from ..config import Params
 from ..paths import ProjectPaths
 from ..plots import image_grid
 from ..training import GeneratorTraining, train_generator
@@ -54,7 +55,7 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     d = cached_features(
         f"dino-{spec.dino}", data["x"], dino.patch_tokens, key_parts=(dino_key,), cache_dir=paths.features
     )
-    key = config_hash(to_dict(g), asdict(spec), clip_key, dino_key, len(c))
+    key = config_hash(g.training(), params.seed, asdict(spec), clip_key, dino_key, len(c), code_digest(__name__))
     ckpt = paths.checkpoints("generator") / f"{name}-{key}"
 
     def build(folder: Path | None) -> dict:
@@ -87,16 +88,18 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
                 gen.train()
                 rows = [list(probe["x"]), list(probe["y"]), list(images)]
                 fig = image_grid(rows, row_titles=["photo x", "target y", f"G step {step}"])
-                tracking.log_figure(fig, f"samples/step-{step:06d}.png")
+                tracking.log_image(fig, "samples", step=step)
 
-        run_params = {"generator": to_dict(g), "spec": asdict(spec), "pairs": len(c)}
+        run_params = {"generator": g.training(), "spec": asdict(spec), "pairs": len(c)}
         main = accelerator.is_main_process
-        with tracking.start_run("train_generator", name, run_params, root=root) if main else contextlib.nullcontext():
+        run = tracking.start_run(f"train_generator@{name}", params, log_params=run_params, root=root)
+        with run if main else contextlib.nullcontext():
             stats = train_generator(
                 gen, data["y"], c, d, training, ckpt, accelerator=accelerator, on_checkpoint=log_samples
             )
             if folder is not None:
                 gen.save_pretrained(folder)
+                tracking.log_artifacts(folder, "generator")  # CafeGenerator.from_pretrained(downloaded folder)
         return {"spec": asdict(spec), "final": stats}
 
     record = build_once(
