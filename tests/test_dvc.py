@@ -57,6 +57,8 @@ def test_dvc_repro_runs_notebook_and_writes_metrics(project, monkeypatch):
     assert stage.info.run_name == "pretrain_world" and stage.data.tags["cafe.stage"] == "pretrain_world"
     assert stage.data.tags["mlflow.parentRunId"] == runs["pipeline"].info.run_id
     assert stage.info.status == "FINISHED" and "clip_caption_retrieval_top1/value" in stage.data.metrics
+    assert stage.data.tags["mlflow.source.name"] == "notebooks/pretrain_world.ipynb"
+    assert stage.data.metrics["stage_seconds"] > 0
     client = mlflow.MlflowClient()
     logged = {a.path for folder in ("", "notebook", "images") for a in client.list_artifacts(stage.info.run_id, folder)}
     assert "notebook/pretrain_world.ipynb" in logged  # the executed notebook, attached to its run

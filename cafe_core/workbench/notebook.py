@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from .config import project_root
@@ -57,7 +58,8 @@ def run_notebook(
     target = executed_path(paths, stage)
     target.parent.mkdir(parents=True, exist_ok=True)
     params = load_params(root / parameters.get("params_file", "params.yaml"), profile=parameters.get("profile"))
-    run_id = tracking.open_stage_run(stage, params, root)
+    run_id = tracking.open_stage_run(stage, params, root, source=str(source.relative_to(root)))
+    started = time.perf_counter()
     env = {"CAFE_PROJECT_ROOT": str(root), tracking.RUN_ENV: run_id}  # the kernel inherits them
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -82,10 +84,12 @@ def run_notebook(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        if target.is_file():
-            from mlflow import MlflowClient
+        from mlflow import MlflowClient
 
-            MlflowClient(tracking.tracking_uri(root)).log_artifact(run_id, str(target), "notebook")
+        client = MlflowClient(tracking.tracking_uri(root))
+        client.log_metric(run_id, "stage_seconds", time.perf_counter() - started)  # this attempt's wall time
+        if target.is_file():
+            client.log_artifact(run_id, str(target), "notebook")
         tracking.close_stage_run(run_id, status, root)
     return target
 

@@ -248,9 +248,12 @@ def pipeline_run(exp_id: str, params: Any = None, root: str | os.PathLike | None
     return oldest.info.run_id
 
 
-def open_stage_run(stage: str, params: Any = None, root: str | os.PathLike | None = None) -> str:
+def open_stage_run(
+    stage: str, params: Any = None, root: str | os.PathLike | None = None, *, source: str | None = None
+) -> str:
     """The run of DVC stage item ``stage``: the one a killed attempt left on this code state
-    (continued, its attempt count raised), else a new one nested in the pipeline run."""
+    (continued, its attempt count raised), else a new one nested in the pipeline run.
+    ``source``: the notebook that runs the stage, shown as the run's source."""
     client = _client(root)
     exp_id = experiment_id(experiment_name(params), root)
     mark_dead_runs(exp_id, root)
@@ -269,9 +272,10 @@ def open_stage_run(stage: str, params: Any = None, root: str | os.PathLike | Non
             client.set_tag(run.info.run_id, k, v)
         logger.info("continuing MLflow run %s of %s (attempt %d)", run.info.run_id, stage, attempt)
         return run.info.run_id
-    run = client.create_run(
-        exp_id, run_name=stage, tags={**tags, "cafe.role": "stage", "cafe.attempt": "1", "mlflow.parentRunId": parent}
-    )
+    tags.update({"cafe.role": "stage", "cafe.attempt": "1", "mlflow.parentRunId": parent})
+    if source:
+        tags.update({"mlflow.source.name": source, "mlflow.source.type": "NOTEBOOK"})
+    run = client.create_run(exp_id, run_name=stage, tags=tags)
     from .config import project_root
 
     lock = Path(root or project_root()) / "requirements.lock"

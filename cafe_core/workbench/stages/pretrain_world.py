@@ -67,7 +67,6 @@ def pretrain_world_stage(
             grid = _sample_grid(samples)
             tracking.log_image(grid, "t2i_samples")
         timing = {"this_run_seconds": round(time.perf_counter() - started, 1), "train_seconds_per_model": trained}
-        tracking.log_metrics({"stage_seconds": timing["this_run_seconds"]})
     name = "metrics_small.json" if models == "small" else "metrics.json"
     atomic_write_json(paths.world_results / name, metrics)
     atomic_write_json(paths.world_results / name.replace("metrics", "timing"), timing)
