@@ -54,3 +54,12 @@ def test_ablation_stage_reads_the_rows_params_yaml_names(target):
 def test_every_notebook_is_a_stage_or_the_chat_demo():
     staged = {stage_command(_body(s)["cmd"], ROOT)[1].stem for s in DVC.values()}
     assert staged | {"chat"} == {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+
+
+def test_generator_training_reads_only_the_keys_its_weights_depend_on():
+    """A sampling setting (`dvc exp run -S generator.clip_scale=5`) must not rerun G's training stage."""
+    from cafe_core.workbench.config import GeneratorParams
+
+    declared = [p for p in _body(DVC["train_generator"])["params"] if p.startswith("generator.")]
+    assert declared == [f"generator.{k}" for k in GeneratorParams.TRAINING_KEYS]
+    assert "generator" not in _body(DVC["train_generator"])["params"]
