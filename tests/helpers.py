@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
+
+
+def git_commit(root: Path, message: str = "state") -> str:
+    """Commit everything in the git repository ``root`` as a throwaway author; returns the commit."""
+    who = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {**os.environ, **who}
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", message]):
+        subprocess.run(cmd, cwd=root, env=env, capture_output=True, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
 
 
 def write_hub_cache(cache: Path, repo_id: str, source: Path, revision: str = "main") -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import tiny_raw
+from helpers import git_commit, tiny_raw
 
 pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes
 
@@ -70,19 +70,12 @@ def test_dvc_repro_runs_notebook_and_writes_metrics(project, monkeypatch):
     assert len(mlflow.search_runs(experiment_names=["cafe-mini"], output_format="list")) == 2
 
 
-def _commit(root):
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
-    env["GIT_COMMITTER_EMAIL"] = "t@t"
-    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "state"]):
-        subprocess.run(cmd, cwd=root, env=env, capture_output=True, check=True)
-
-
 def test_a_queued_experiment_runs_in_its_own_workspace_and_logs_to_the_one_store(project, monkeypatch):
     """`dvc exp run --queue -S ...` + `dvc queue start`: the main workspace is untouched, the run is in
     the project's store tagged with the experiment, and `dvc exp show` has its scores as columns."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert run([DVC, "repro", "pretrain_world"], project).returncode == 0
-    _commit(project)
+    git_commit(project)
     before = (project / "results/world/metrics.json").read_text(), (project / "params.yaml").read_text()
     queued = run(
         [DVC, "exp", "run", "--queue", "-n", "fewer-pairs", "-S", "world_eval.face_pairs=20", "pretrain_world"], project

@@ -12,7 +12,7 @@ import pytest
 from cafe_core.workbench import tracking
 from cafe_core.workbench.config import params_from_dict
 
-from helpers import tiny_raw
+from helpers import git_commit, tiny_raw
 
 
 @pytest.fixture
@@ -64,10 +64,7 @@ def test_four_writers_creating_an_experiment_on_an_existing_store_lose_nothing(t
 def test_runs_carry_lineage_and_open_in_the_training_view(tmp_path, params, monkeypatch):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "params.yaml").write_text("seed: 0\n")
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
-    subprocess.run(["git", "commit", "-qm", "x"], cwd=tmp_path, check=True, env={**os.environ, **env})
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    head = git_commit(tmp_path)
     monkeypatch.setenv("DVC_STAGE", "evaluate@both")
     monkeypatch.setenv("DVC_EXP_NAME", "sweep-1")
     with tracking.start_run("evaluate@both", params, root=tmp_path):
