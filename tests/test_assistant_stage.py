@@ -10,7 +10,7 @@ import pytest
 from cafe_core.workbench import tracking
 from cafe_core.workbench.paths import ProjectPaths
 from cafe_core.workbench.stages.ablation import ablation_table
-from cafe_core.workbench.stages.evaluate import evaluate_variant
+from cafe_core.workbench.stages.evaluate import evaluate_variant, read_quality
 from cafe_core.workbench.stages.train_assistant import train_assistant_stage
 
 pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes
@@ -59,7 +59,7 @@ def test_assistant_variants_quality_figures_and_table(assistant_project):
     for variant in ("mse", "neg_cosine", "gt_embedding", "real_images"):
         result = evaluate_variant(params, root, variant)
         assert isinstance(result["object"]["DINO"], float) and isinstance(result["face"]["ID"], float)
-    quality = json.loads((root / "results/variants/mse/quality.json").read_text())
+    quality = read_quality(root, "mse")
     for domain in ("object", "face"):
         q = quality[domain]
         assert q["turns"] == params.evaluation.prompts * params.evaluation.images_per_prompt * 2

@@ -14,7 +14,12 @@ from cafe_core.workbench import tracking
 from cafe_core.workbench.config import DataParams
 from cafe_core.workbench.paths import ProjectPaths
 from cafe_core.workbench.stages.ablation import ablation_table
-from cafe_core.workbench.stages.evaluate import PromptReferences, evaluate_variant, reference_pipeline
+from cafe_core.workbench.stages.evaluate import (
+    PromptReferences,
+    evaluate_variant,
+    read_scores,
+    reference_pipeline,
+)
 from cafe_core.workbench.stages.teacher_data import teacher_data
 from cafe_core.workbench.stages.train_generator import train_generator_stage
 from cafe_core.world import World, make_world
@@ -56,8 +61,11 @@ def test_variants_and_table(trained):
         assert set(result["object"]) == {"DINO", "CLIP-I", "CLIP-T"} and set(result["face"]) == {"CLIP-T", "ID"}
         assert all(isinstance(v, float) for scores in result.values() for v in scores.values())
         assert (root / f"results/variants/{variant}/samples/object.png").is_file()
-    real = json.loads((root / "results/variants/real_images/metrics.json").read_text())  # flat: DVC's columns
-    assert -1 <= real["object"]["DINO"] <= 1 and -1 <= real["face"]["ID"] <= 1
+        assert read_scores(root, variant) == result
+    real = json.loads((root / "results/variants/real_images/metrics.json").read_text())
+    assert -1 <= real["real_images"]["object"]["DINO"] <= 1 and -1 <= real["real_images"]["face"]["ID"] <= 1
+    files = [json.loads((root / f"results/variants/{v}/metrics.json").read_text()) for v in ("both", "clip_only")]
+    assert not set(tracking.flatten(files[0])) & set(tracking.flatten(files[1]))  # DVC columns: bare both.object.DINO
     rows = ablation_table(params, root, "ablation_embeddings")
     with open(root / "results/ablation_embeddings/table.csv") as f:
         table = list(csv.DictReader(f))
@@ -85,6 +93,13 @@ def test_unknown_names_fail_clearly(tiny_world):
         train_generator_stage(params, root, "huge")
     with pytest.raises(KeyError, match="unknown variant 'nope'.*real_images"):
         evaluate_variant(params, root, "nope")
+    with pytest.raises(FileNotFoundError, match="dvc repro evaluate@never"):
+        read_scores(root, "never")
+    old = root / "results/variants/old/metrics.json"  # the flat layout before scores were keyed by variant
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text(json.dumps({"object": {"DINO": 0.5}}))
+    with pytest.raises(ValueError, match="no entry 'old'.*rerun `dvc repro evaluate@old`"):
+        read_scores(root, "old")
 
 
 def test_evaluation_on_the_real_dreambench_photos(trained, dreambench, tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ class ProtocolRow:
 
 
 def protocol_rows(variant: str, metrics: Mapping[str, Mapping[str, float]]) -> list[ProtocolRow]:
-    """A variant's flat metrics (``{domain: {metric: score}}``, its ``metrics.json``) as rows, one per domain."""
+    """A variant's scores (``{domain: {metric: score}}``) as rows, one per domain."""
     return [
         ProtocolRow(variant, domain, m.get("DINO"), m.get("CLIP-I"), m.get("CLIP-T"), m.get("ID"))
         for domain, m in metrics.items()

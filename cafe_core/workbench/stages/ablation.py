@@ -6,7 +6,6 @@ into ``results/<target>/table.{md,csv}`` and one MLflow run that links to their 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...benchmarks.tables import ProtocolRow, protocol_rows, write_scores, write_table
@@ -14,6 +13,7 @@ from ...utils.digest import file_digest
 from .. import tracking
 from ..config import Params
 from ..paths import ProjectPaths
+from .evaluate import read_scores
 
 __all__ = ["ablation_table"]
 
@@ -33,11 +33,9 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
     rows, links = [], {}
     with tracking.start_run(target, params, log_params={"rows": params.ablations[target]}, root=root):
         for variant in params.ablations[target]:
-            path = paths.variant_metrics(variant)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate@{variant}` first")
-            rows.extend(protocol_rows(variant, json.loads(path.read_text())))
-            source = tracking.find_run({"cafe.metrics_digest": file_digest(path)}, params, root)
+            rows.extend(protocol_rows(variant, read_scores(root, variant)))
+            digest = file_digest(paths.variant_metrics(variant))
+            source = tracking.find_run({"cafe.metrics_digest": digest}, params, root)
             if source is not None:
                 links[f"cafe.source_run.{variant}"] = source
         table = (*write_table(rows, paths.ablation(target)), write_scores(rows, paths.ablation(target)))
