@@ -9,8 +9,9 @@ import pytest
 
 from cafe_core.workbench import tracking
 from cafe_core.workbench.paths import ProjectPaths
+from cafe_core.workbench.results import read_quality
 from cafe_core.workbench.stages.ablation import ablation_table
-from cafe_core.workbench.stages.evaluate import evaluate_variant, read_quality
+from cafe_core.workbench.stages.evaluate import evaluate_variant
 from cafe_core.workbench.stages.train_assistant import train_assistant_stage
 
 pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes

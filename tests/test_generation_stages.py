@@ -13,13 +13,9 @@ from cafe_core.models.generator import CafeGenerator
 from cafe_core.workbench import tracking
 from cafe_core.workbench.config import DataParams
 from cafe_core.workbench.paths import ProjectPaths
+from cafe_core.workbench.results import read_scores
 from cafe_core.workbench.stages.ablation import ablation_table
-from cafe_core.workbench.stages.evaluate import (
-    PromptReferences,
-    evaluate_variant,
-    read_scores,
-    reference_pipeline,
-)
+from cafe_core.workbench.stages.evaluate import PromptReferences, evaluate_variant, reference_pipeline
 from cafe_core.workbench.stages.teacher_data import teacher_data
 from cafe_core.workbench.stages.train_generator import train_generator_stage
 from cafe_core.world import World, make_world

@@ -13,7 +13,7 @@ from ...utils.digest import file_digest
 from .. import tracking
 from ..config import Params
 from ..paths import ProjectPaths
-from .evaluate import read_scores
+from ..results import read_scores
 
 __all__ = ["ablation_table"]
 

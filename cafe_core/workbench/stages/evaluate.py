@@ -7,7 +7,6 @@ CAFE-mini's held-out subjects, or DreamBench's real photos. Every variant draws 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -31,14 +30,7 @@ from ..plots import image_grid
 from ..sources import evaluation_source
 from .common import GT_EMBEDDING, REAL_IMAGES, TARGET_SEEDS, encoder_key
 
-__all__ = [
-    "PromptReferences",
-    "draw_from_prompts",
-    "evaluate_variant",
-    "read_quality",
-    "read_scores",
-    "reference_pipeline",
-]
+__all__ = ["PromptReferences", "draw_from_prompts", "evaluate_variant", "reference_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,32 +126,6 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict
         path = atomic_write_json(paths.variant_metrics(variant), {variant: result})
         tracking.set_tags({"cafe.metrics_digest": file_digest(path)})  # what a table run links back to
     return result
-
-
-def read_scores(root: Path, variant: str) -> dict[str, dict[str, float]]:
-    """An evaluated variant's scores, ``{domain: {metric: mean}}``, from its ``metrics.json``."""
-    path = ProjectPaths(root).variant_metrics(variant)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate@{variant}` first")
-    return _variant_entry(path, variant)
-
-
-def read_quality(root: Path, variant: str) -> dict[str, dict] | None:
-    """An assistant variant's quality figures, ``{domain: {figure: value}}``; None for other variants."""
-    path = ProjectPaths(root).variant(variant) / "quality.json"
-    if not path.is_file():
-        return None
-    return {domain: figures["quality"] for domain, figures in _variant_entry(path, variant).items()}
-
-
-def _variant_entry(path: Path, variant: str) -> dict:
-    data = json.loads(path.read_text())
-    if variant not in data:
-        raise ValueError(
-            f"{path} has no entry {variant!r} (keys: {', '.join(data)}): written by an older layout, "
-            f"rerun `dvc repro evaluate@{variant}`"
-        )
-    return data[variant]
 
 
 def _run_params(params: Params, variant: str, source: DataSource) -> dict:

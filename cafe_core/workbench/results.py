@@ -1,0 +1,40 @@
+"""Reading back what the evaluation stages wrote: each variant's scores and quality figures.
+
+Light on purpose (no models): the table stages read these, and a stage's DVC code deps are the
+modules it imports.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .paths import ProjectPaths
+
+__all__ = ["read_quality", "read_scores"]
+
+
+def read_scores(root: Path, variant: str) -> dict[str, dict[str, float]]:
+    """An evaluated variant's scores, ``{domain: {metric: mean}}``, from its ``metrics.json``."""
+    path = ProjectPaths(root).variant_metrics(variant)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate@{variant}` first")
+    return _variant_entry(path, variant)
+
+
+def read_quality(root: Path, variant: str) -> dict[str, dict] | None:
+    """An assistant variant's quality figures, ``{domain: {figure: value}}``; None for other variants."""
+    path = ProjectPaths(root).variant(variant) / "quality.json"
+    if not path.is_file():
+        return None
+    return {domain: figures["quality"] for domain, figures in _variant_entry(path, variant).items()}
+
+
+def _variant_entry(path: Path, variant: str) -> dict:
+    data = json.loads(path.read_text())
+    if variant not in data:
+        raise ValueError(
+            f"{path} has no entry {variant!r} (keys: {', '.join(data)}): written by an older layout, "
+            f"rerun `dvc repro evaluate@{variant}`"
+        )
+    return data[variant]
