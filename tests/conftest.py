@@ -46,8 +46,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
-    """A project folder whose world models were pretrained with tiny settings (core and small)."""
+    """A project folder whose world models (core and small) and fidelity probe were pretrained
+    with tiny settings; the probe's run is logged to `mlflow-probe.db` in the project."""
     from cafe_core.workbench.config import params_from_dict
+    from cafe_core.workbench.stages.fidelity import fidelity_probe_stage
     from cafe_core.workbench.stages.pretrain_world import pretrain_models
     from cafe_core.world.pretrain import MODELS, SMALL_MODELS
 
@@ -56,6 +58,9 @@ def tiny_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
     params = params_from_dict(tiny_raw())
     pretrain_models(params, root, models=MODELS + SMALL_MODELS)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow-probe.db'}")
+        fidelity_probe_stage(params, root)
     return params, root
 
 

@@ -71,7 +71,10 @@ def test_assistant_variants_quality_figures_and_table(assistant_project):
             "image_matches_response_ceiling",
             "ambiguous_valid_with_reason",
             "ambiguous_names_class",
+            "ambiguous_reason_fits_context",
             "second_turn_names_context",
+            "drawn_context_is_named",
+            "ambiguous_drawn_context_is_named",
         ):
             assert 0 <= q[key] <= 1
         for key in (

@@ -184,7 +184,7 @@ def test_clip_t_pairs_each_image_with_its_own_prompt(clip: ClipEncoder) -> None:
 
 
 def test_row_dict_uses_the_table_columns() -> None:
-    row = ProtocolRow("cafe", "object", DINO=0.5, CLIP_I=0.25, CLIP_T=0.125)
+    row = ProtocolRow("cafe", "object", DINO=0.5, CLIP_I=0.25, CLIP_T=0.125, context=0.75)
     assert row.to_dict() == {
         "variant": "cafe",
         "domain": "object",
@@ -192,6 +192,8 @@ def test_row_dict_uses_the_table_columns() -> None:
         "CLIP-I": 0.25,
         "CLIP-T": 0.125,
         "ID": None,
+        "attributes": None,
+        "context": 0.75,
     }
 
 
@@ -199,12 +201,12 @@ def test_write_table_formats_and_leaves_blanks(tmp_path: Path) -> None:
     rows = [ProtocolRow("cafe", "object", 0.61234, 0.7, 0.29876), ProtocolRow("clip_only", "face", CLIP_T=0.3, ID=0.1)]
     csv_path, md_path = write_table(rows, tmp_path / "results" / "ablation")
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "variant,domain,DINO,CLIP-I,CLIP-T,ID"
-    assert lines[1:] == ["cafe,object,0.612,0.700,0.299,", "clip_only,face,,,0.300,0.100"]
+    assert lines[0] == "variant,domain,DINO,CLIP-I,CLIP-T,ID,attributes,context"
+    assert lines[1:] == ["cafe,object,0.612,0.700,0.299,,,", "clip_only,face,,,0.300,0.100,,"]
     assert csv.DictReader(lines).fieldnames == list(COLUMNS)
     md = md_path.read_text().splitlines()
-    assert md[0] == "| variant | domain | DINO | CLIP-I | CLIP-T | ID |"
-    assert md[3] == "| clip_only | face |  |  | 0.300 | 0.100 |"
+    assert md[0] == "| variant | domain | DINO | CLIP-I | CLIP-T | ID | attributes | context |"
+    assert md[3] == "| clip_only | face |  |  | 0.300 | 0.100 |  |  |"
     write_table(rows[:1], csv_path.parent)  # rewriting replaces, and leaves no temporary file behind
     assert len(csv_path.read_text().splitlines()) == 2
     assert sorted(p.name for p in csv_path.parent.iterdir()) == ["table.csv", "table.md"]

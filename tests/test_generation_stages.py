@@ -54,7 +54,10 @@ def test_variants_and_table(trained):
     params, root, _, _ = trained
     for variant in ("both", "clip_only", "dino_only", "real_images"):
         result = evaluate_variant(params, root, variant)
-        assert set(result["object"]) == {"DINO", "CLIP-I", "CLIP-T"} and set(result["face"]) == {"CLIP-T", "ID"}
+        fidelity = {"attributes", "all_attributes", "context"}  # the probe's verdicts: the world knows the truth
+        assert set(result["object"]) >= {"DINO", "CLIP-I", "CLIP-T"} | fidelity | {"attribute.colour"}
+        assert set(result["face"]) >= {"CLIP-T", "ID"} | fidelity | {"attribute.eye_colour"}
+        assert "DINO" not in result["face"] and "ID" not in result["object"]
         assert all(isinstance(v, float) for scores in result.values() for v in scores.values())
         assert (root / f"results/variants/{variant}/samples/object.png").is_file()
         assert read_scores(root, variant) == result
@@ -67,7 +70,8 @@ def test_variants_and_table(trained):
         table = list(csv.DictReader(f))
     assert [r["variant"] for r in table] == [r.variant for r in rows]
     assert {r["variant"] for r in table} == {"clip_only", "dino_only", "both", "real_images"}
-    assert list(table[0]) == ["variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID"]
+    assert list(table[0]) == ["variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID", "attributes", "context"]
+    assert all(0 <= float(r["attributes"]) <= 1 and 0 <= float(r["context"]) <= 1 for r in table)
     mlflow.set_tracking_uri(tracking.tracking_uri(root))
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cafe-mini"], output_format="list")}
     table = runs["ablation_embeddings"]
@@ -111,6 +115,7 @@ def test_evaluation_on_the_real_dreambench_photos(trained, dreambench, tmp_path,
     params = dataclasses.replace(params, data=DataParams(train="world", evaluation="dreambench"))
     result = evaluate_variant(params, copy, "both")
     assert set(result) == {"object"}  # DreamBench has objects (and pets), no faces
+    assert "attributes" not in result["object"]  # real photos: no ground truth for the fidelity probe
     assert all(-1.0 <= result["object"][k] <= 1.0 for k in ("DINO", "CLIP-I", "CLIP-T"))
     with pytest.raises(DataUnavailable, match="ground-truth target images"):
         evaluate_variant(params, copy, "real_images")

@@ -7,14 +7,28 @@ as the paper does for a fair comparison); ID is the face protocol's identity sim
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..models.encoders import ClipEncoder, DinoEncoder, IdentityEmbedder, Images
 
-__all__ = ["clip_i_similarity", "clip_t_similarity", "dino_similarity", "identity_similarity"]
+__all__ = [
+    "CONTEXT",
+    "all_attributes_right",
+    "clip_i_similarity",
+    "clip_t_similarity",
+    "dino_similarity",
+    "fidelity_figures",
+    "identity_similarity",
+]
+
+CONTEXT = "context"
+"""A fidelity verdict's key for "the image shows the asked context"; its other keys are attributes."""
+Verdict = Mapping[str, bool | None]
+"""Per image, whether each identity attribute (None: the context hides it) and the context are right."""
 
 
 def dino_similarity(dino: DinoEncoder, generated: Images, references: Images, *, batch_size: int = 32) -> float:
@@ -64,3 +78,30 @@ def _mean_pairwise_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean cosine similarity over all (row of ``a``, row of ``b``) pairs."""
     a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
     return (a @ b.T).mean().item()
+
+
+def all_attributes_right(verdict: Verdict) -> bool:
+    """Every attribute the image's context shows is right."""
+    return all(v for k, v in verdict.items() if k != CONTEXT and v is not None)
+
+
+def fidelity_figures(verdicts: Sequence[Verdict]) -> dict[str, float]:
+    """A set of fidelity verdicts as figures.
+
+    ``attributes``: accuracy over every judged attribute of every image; ``all_attributes``: the
+    share of images with all of them right; ``context``: the share showing the asked context;
+    ``attribute.<name>``: each attribute's accuracy (absent when every image's context hid it).
+    """
+    if not verdicts:
+        raise ValueError("no verdicts to summarise")
+    judged = [v for verdict in verdicts for k, v in verdict.items() if k != CONTEXT and v is not None]
+    out = {
+        "attributes": float(np.mean(judged)),
+        "all_attributes": float(np.mean([all_attributes_right(v) for v in verdicts])),
+        "context": float(np.mean([v[CONTEXT] for v in verdicts])),
+    }
+    for name in dict.fromkeys(k for verdict in verdicts for k in verdict if k != CONTEXT):
+        hits = [v[name] for v in verdicts if v.get(name) is not None]
+        if hits:
+            out[f"attribute.{name}"] = float(np.mean(hits))
+    return out

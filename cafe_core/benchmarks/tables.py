@@ -13,8 +13,9 @@ from ..utils.files import atomic_write_text
 
 __all__ = ["COLUMNS", "ProtocolRow", "protocol_rows", "write_scores", "write_table"]
 
-COLUMNS = ("variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID")
-"""Columns of every protocol table, in order."""
+COLUMNS = ("variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID", "attributes", "context")
+"""Columns of every protocol table, in order. ``attributes`` and ``context`` are the fidelity
+probe's accuracies (CAFE-mini only: empty where the source has no ground truth)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class ProtocolRow:
     CLIP_I: float | None = None
     CLIP_T: float | None = None
     ID: float | None = None
+    attributes: float | None = None
+    context: float | None = None
 
     def to_dict(self) -> dict[str, str | float | None]:
         """The row keyed by :data:`COLUMNS` (``CLIP-I`` rather than the attribute name ``CLIP_I``)."""
@@ -35,10 +38,7 @@ class ProtocolRow:
 
 def protocol_rows(variant: str, metrics: Mapping[str, Mapping[str, float]]) -> list[ProtocolRow]:
     """A variant's scores (``{domain: {metric: score}}``) as rows, one per domain."""
-    return [
-        ProtocolRow(variant, domain, m.get("DINO"), m.get("CLIP-I"), m.get("CLIP-T"), m.get("ID"))
-        for domain, m in metrics.items()
-    ]
+    return [ProtocolRow(variant, domain, *(m.get(column) for column in COLUMNS[2:])) for domain, m in metrics.items()]
 
 
 def write_table(rows: Sequence[ProtocolRow], folder: str | os.PathLike[str]) -> tuple[Path, Path]:

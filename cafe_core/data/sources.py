@@ -75,6 +75,11 @@ class DataSource:
         """Ground-truth images of each prompt of ``case`` (one render seed each): the ceiling row."""
         raise self._missing("ground-truth target images (the real_images and gt_embedding rows need them)")
 
+    def judge_fidelity(self, case: EvalCase, images: np.ndarray) -> list[dict[str, bool | None]] | None:
+        """Per image drawn for ``case.prompts`` (one each): is each identity attribute right (None:
+        its context hides it), and the context (key ``"context"``)? None: this source cannot judge."""
+        return None
+
     def assistant_quality(self, pipe, turns: list, cases: list[EvalCase], eval_clip, eval_dino, face, **kwargs: Any):
         """Figures that judge the assistant's words and drawings; None when the source cannot judge."""
         return None

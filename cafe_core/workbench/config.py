@@ -173,6 +173,33 @@ class WorldEvalParams:
 
 
 @dataclass(frozen=True)
+class FidelityProbeParams:
+    """The fidelity probe's classifier (:mod:`cafe_core.world.fidelity`): a small ViT trained with
+    the world's labels on true renders of training subjects."""
+
+    seed: int
+    hidden_size: int
+    layers: int
+    heads: int
+    patch_size: int
+    steps: int
+    batch_size: int
+    lr: float
+    noise: float  # std of the pixel noise added in training (images in [0, 1])
+    renders: int  # true renders of training subjects it trains on
+    eval_renders: int  # true renders of held-out subjects its accuracy is stated on
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class FidelityParams:
+    """CAFE-mini's fidelity figures: the probe, and the system ``results/fidelity/metrics.json`` reports."""
+
+    assistant: str  # key of `assistants`: the full system (c = c_hat of this assistant)
+    probe: FidelityProbeParams
+
+
+@dataclass(frozen=True)
 class TeacherParams:
     """The teacher's quadruplets and the automatic filter (paper section 3.2)."""
 
@@ -210,6 +237,9 @@ class GeneratorParams:
 
     def training(self) -> dict:
         return {k: getattr(self, k) for k in self.TRAINING_KEYS}
+
+    def sampling(self) -> dict:
+        return {k: getattr(self, k) for k in self.SAMPLING_KEYS}
 
 
 @dataclass(frozen=True)
@@ -284,6 +314,7 @@ class Params:
     data: DataParams
     pretrain: PretrainParams
     world_eval: WorldEvalParams
+    fidelity: FidelityParams
     teacher: TeacherParams
     generator: GeneratorParams
     generators: dict[str, GeneratorSpec]

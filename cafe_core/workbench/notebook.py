@@ -8,10 +8,12 @@ attached to the stage's MLflow run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .config import project_root
@@ -60,38 +62,40 @@ def run_notebook(
     params = load_params(root / parameters.get("params_file", "params.yaml"), profile=parameters.get("profile"))
     run_id = tracking.open_stage_run(stage, params, root, source=str(source.relative_to(root)))
     started = time.perf_counter()
-    env = {"CAFE_PROJECT_ROOT": str(root), tracking.RUN_ENV: run_id}  # the kernel inherits them
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     status = "FAILED"
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(target),
-            parameters=parameters,
-            cwd=str(root),
-            kernel_name=kernel,
-            progress_bar=False,
-            log_output=True,
-        )
+        with _environment({"CAFE_PROJECT_ROOT": str(root), tracking.RUN_ENV: run_id}):  # the kernel inherits them
+            papermill.execute_notebook(
+                str(source),
+                str(target),
+                parameters=parameters,
+                cwd=str(root),
+                kernel_name=kernel,
+                progress_bar=False,
+                log_output=True,
+            )
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    finally:  # this attempt's wall time, and the executed copy up to where it stopped
+        tracking.close_stage_run(run_id, status, root, seconds=time.perf_counter() - started, notebook=target)
+    return target
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking.tracking_uri(root))
-        client.log_metric(run_id, "stage_seconds", time.perf_counter() - started)  # this attempt's wall time
-        if target.is_file():
-            client.log_artifact(run_id, str(target), "notebook")
-        tracking.close_stage_run(run_id, status, root)
-    return target
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,12 +106,21 @@ class ProjectPaths:
         return self.results / "variants" / name
 
     def variant_metrics(self, name: str) -> Path:
-        """A variant's scores, flat per domain (``object.CLIP-T``): a DVC metrics file, kept in git."""
+        """A variant's mean scores, keyed by its name and domain (``both.object.CLIP-T``): a DVC metrics file."""
         return self.variant(name) / "metrics.json"
+
+    def variant_subjects(self, name: str) -> Path:
+        """A variant's scores per held-out subject, which the intervals resample."""
+        return self.variant(name) / "subjects.json"
 
     def variant_samples(self, name: str) -> Path:
         """A variant's sample grids, ``<domain>.png``: a DVC-cached output and image plot."""
         return self.variant(name) / "samples"
+
+    @property
+    def fidelity_results(self) -> Path:
+        """The fidelity probe's accuracy (``probe.json``) and the full system's figures (``metrics.json``)."""
+        return self.results / "fidelity"
 
     def assistant_selection(self, name: str) -> Path:
         """The lambda grid of assistant ``name`` and the lambda chosen on validation."""

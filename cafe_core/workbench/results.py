@@ -1,4 +1,4 @@
-"""Reading back what the evaluation stages wrote: each variant's scores and quality figures.
+"""Reading back what the evaluation stages wrote: each variant's scores (mean, per subject) and quality figures.
 
 Light on purpose (no models): the table stages read these, and a stage's DVC code deps are the
 modules it imports.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .paths import ProjectPaths
 
-__all__ = ["read_quality", "read_scores"]
+__all__ = ["read_quality", "read_scores", "read_subject_scores"]
 
 
 def read_scores(root: Path, variant: str) -> dict[str, dict[str, float]]:
@@ -20,6 +20,14 @@ def read_scores(root: Path, variant: str) -> dict[str, dict[str, float]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate@{variant}` first")
     return _variant_entry(path, variant)
+
+
+def read_subject_scores(root: Path, variant: str) -> list[dict]:
+    """An evaluated variant's scores per held-out subject: ``[{"subject", "domain", metric: mean}]``."""
+    path = ProjectPaths(root).variant_subjects(variant)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate@{variant}` first")
+    return json.loads(path.read_text())
 
 
 def read_quality(root: Path, variant: str) -> dict[str, dict] | None:

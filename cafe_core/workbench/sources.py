@@ -6,18 +6,19 @@ from pathlib import Path
 
 from ..data.sources import DataSource, FolderSource
 from .config import Params, ParamsError
+from .paths import ProjectPaths
 
 __all__ = ["evaluation_source", "training_source"]
 
 
-def _world(params: Params) -> DataSource:
+def _world(params: Params, fidelity_probe: Path | None = None) -> DataSource:
     from ..world import make_world
     from ..world.source import WorldSource
     from ..world.teacher import Teacher, TeacherConfig
 
     t = params.teacher
     teacher = Teacher(TeacherConfig(t.identity_drift_p, t.ignore_instruction_p, t.artefact_p, seed=params.seed))
-    return WorldSource(make_world(params), teacher)
+    return WorldSource(make_world(params), teacher, fidelity_probe=fidelity_probe)
 
 
 def training_source(params: Params, root: Path) -> DataSource:
@@ -34,7 +35,10 @@ def evaluation_source(params: Params, root: Path) -> DataSource:
     """``data.evaluation``: ``world`` (held-out subjects with ground truth) or ``dreambench``."""
     name = params.data.evaluation
     if name == "world":
-        return _world(params)
+        from ..world.fidelity import PROBE_FOLDER
+
+        model_root = ProjectPaths(root).model_root(params.profile)
+        return _world(params, fidelity_probe=model_root / PROBE_FOLDER if model_root is not None else None)
     if name == "dreambench":
         from ..benchmarks.dreambench import DreamBenchSource
 

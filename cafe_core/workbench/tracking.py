@@ -284,9 +284,21 @@ def open_stage_run(
     return run.info.run_id
 
 
-def close_stage_run(run_id: str, status: str, root: str | os.PathLike | None = None) -> None:
-    """End a stage run and move its pipeline run's end time."""
+def close_stage_run(
+    run_id: str,
+    status: str,
+    root: str | os.PathLike | None = None,
+    *,
+    seconds: float | None = None,
+    notebook: str | os.PathLike | None = None,
+) -> None:
+    """End a stage run (after logging this attempt's wall time and its executed notebook, if
+    given) and move its pipeline run's end time."""
     client = _client(root)
+    if seconds is not None:
+        client.log_metric(run_id, "stage_seconds", seconds)
+    if notebook is not None and Path(notebook).is_file():
+        client.log_artifact(run_id, str(notebook), "notebook")
     client.set_terminated(run_id, status=status)
     parent = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
     if parent:
@@ -341,7 +353,7 @@ def start_run(
             logger.info("MLflow run %s (%s) at %s", run.info.run_id, name, client.tracking_uri)
             yield run
     except KeyboardInterrupt:
-        client.set_terminated((own or handed or run.info.run_id), status="KILLED")
+        client.set_terminated(own or handed or context.info.run_id, status="KILLED")
         raise
     if own is not None:
         close_stage_run(own, "FINISHED", root)

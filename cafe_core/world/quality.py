@@ -16,7 +16,9 @@ from .world import words
 __all__ = ["assistant_quality"]
 
 
-def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, seed: int, target_seeds: int) -> dict:
+def assistant_quality(
+    pipe, world, turns, cases, eval_clip, eval_dino, face, *, seed: int, target_seeds: int, probe=None
+) -> dict:
     """The assistant's quality figures on held-out subjects, per domain.
 
     ``turns`` are ``(case, responses, c_hat, images, true targets)`` of the evaluation's chats;
@@ -29,6 +31,11 @@ def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, 
       test on true renders, what a perfect drawing scores;
     - ambiguous_valid_with_reason: a vague wish answered with a context that fulfils it and a "because";
       ambiguous_names_class: that answer names the subject's class, which most wishes leave to the photo;
+      ambiguous_reason_fits_context: the reason given is one the world gives for the context named
+      (a wish whose contexts include it), not a reason borrowed from another wish;
+    - drawn_context_is_named, ambiguous_drawn_context_is_named (with ``probe``, the fidelity
+      probe): the context the probe sees in the drawing is the one the response names, for the
+      evaluation's requests and for vague wishes;
     - second_turn_*: a request asked as the second turn of a chat: is its context named, and are
       c_hat's cosine to the true target and the drawings' identity (DINO for objects, ID for
       faces, 4 images) as good as when the same request is asked alone (`same_request_alone_*`)?
@@ -40,7 +47,7 @@ def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, 
         if not mine:
             continue
         contexts = world.contexts(domain)
-        cos, named, matches, ceiling = [], [], [], []
+        cos, named, matches, ceiling, drawn = [], [], [], [], []
         for case, texts, c_hat, images, targets in mine:
             cos += F.cosine_similarity(c_hat, pipe.clip.image_embeds(targets).float().cpu()).tolist()
             top = _top_contexts(world, eval_clip, case.key, contexts, images)
@@ -50,17 +57,22 @@ def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, 
                 named.append(case.key.cls in words(text) and found is not None and found.id == prompt.key.id)
                 matches.append(found is not None and t == found.id)
                 ceiling.append(tt == prompt.key.id)
-        ambiguous, ambiguous_class, second_named = [], [], []
+            if probe is not None:
+                drawn += _drawn_is_named(probe, world, case.key, texts, images)
+        ambiguous, ambiguous_class, reason_fits, ambiguous_drawn, second_named = [], [], [], [], []
         later, alone = {"identity": [], "cosine": []}, {"identity": [], "cosine": []}
         for case in [c for c in cases if c.domain == domain]:
             asks = [world.turn(case.key, "ambiguous", rng) for _ in range(4)]
-            texts, _, _, _ = pipe.respond(
+            texts, _, images, _ = pipe.respond(
                 [case.input_image] * len(asks), [[{"role": "user", "content": t.user}] for t in asks], seed=seed
             )
             for text, ask in zip(texts, asks):
                 found = world.find_context(domain, text)
                 ambiguous.append(found is not None and found.name in ask.valid and "because" in words(text))
                 ambiguous_class.append(case.key.cls in words(text))  # "Make it festive!" names no class: the photo must
+                reason_fits.append(_reason_fits(world, domain, text, found))
+            if probe is not None:
+                ambiguous_drawn += _drawn_is_named(probe, world, case.key, texts, images)
             # The last prompt's request as the second turn of a chat, and the same request alone.
             first, second = case.prompts[0], case.prompts[-1]
             r1 = pipe.chat(case.input_image, first.cafe_prompt, seed=seed)
@@ -88,6 +100,7 @@ def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, 
             "ambiguous_requests": len(ambiguous),
             "ambiguous_valid_with_reason": float(np.mean(ambiguous)),
             "ambiguous_names_class": float(np.mean(ambiguous_class)),
+            "ambiguous_reason_fits_context": float(np.mean(reason_fits)),
             "second_turn_names_context": float(np.mean(second_named)),
             "second_turn_cosine": float(np.mean(later["cosine"])),
             "same_request_alone_cosine": float(np.mean(alone["cosine"])),
@@ -95,7 +108,24 @@ def assistant_quality(pipe, world, turns, cases, eval_clip, eval_dino, face, *, 
             "same_request_alone_identity": float(np.mean(alone["identity"])),
             "identity_metric": "ID" if domain == "face" else "DINO",
         }
+        if probe is not None:
+            out[domain]["drawn_context_is_named"] = float(np.mean(drawn))
+            out[domain]["ambiguous_drawn_context_is_named"] = float(np.mean(ambiguous_drawn))
     return out
+
+
+def _reason_fits(world, domain: str, text: str, found) -> bool:
+    """The response's "because ..." is a reason the world gives for the context it names."""
+    said = f" {' '.join(words(text))} "
+    reasons = [w for w in world.ambiguous_requests(domain) if f" {' '.join(words(w.reason))} " in said]
+    return found is not None and any(found.name in w.contexts for w in reasons)
+
+
+def _drawn_is_named(probe, world, subject, texts, images) -> list[bool]:
+    """Per response: the fidelity probe sees, in its drawing, the context the response names."""
+    seen = probe.predict(images, subject.domain)["context"]
+    named = [world.find_context(subject.domain, text) for text in texts]
+    return [c is not None and c.name == s for c, s in zip(named, seen)]
 
 
 def _top_contexts(world, eval_clip, subject, contexts, images) -> list[int]:

@@ -13,6 +13,7 @@ from ..data.quadruplets import QuadrupletSet
 from ..data.sources import PARTS, DataSource
 from .cases import mini_eval_cases
 from .datasets import dialogue_set, validation_subjects
+from .fidelity import FidelityProbe
 from .quality import assistant_quality
 from .teacher import Teacher, make_quadruplets
 from .world import DOMAINS, World
@@ -27,9 +28,12 @@ class WorldSource(DataSource):
     name = "world"
     domains = DOMAINS
 
-    def __init__(self, world: World, teacher: Teacher | None = None) -> None:
+    def __init__(self, world: World, teacher: Teacher | None = None, fidelity_probe: Path | None = None) -> None:
+        """``fidelity_probe``: the trained probe's folder, which :meth:`judge_fidelity` loads on first use."""
         self.world = world
         self.teacher = teacher or Teacher()
+        self.fidelity_probe = fidelity_probe
+        self._probe: FidelityProbe | None = None
 
     def quadruplets(self, n: int, *, seed: int, cache_dir: Path | None = None) -> QuadrupletSet:
         return make_quadruplets(self.world, self.teacher, n, split="train", seed=seed, cache_dir=cache_dir)
@@ -56,9 +60,28 @@ class WorldSource(DataSource):
         n = len(case.prompts)
         return self.world.render_batch([case.key] * n, [p.key for p in case.prompts], list(seeds))
 
+    def judge_fidelity(self, case: EvalCase, images: np.ndarray) -> list[dict[str, bool | None]] | None:
+        """The fidelity probe's verdicts on images of ``case.prompts``; None when no probe was given."""
+        probe = self._load_probe()
+        return None if probe is None else probe.judge(self.world, case.key, [p.key for p in case.prompts], images)
+
+    def _load_probe(self) -> FidelityProbe | None:
+        if self.fidelity_probe is not None and self._probe is None:
+            self._probe = FidelityProbe.from_pretrained(self.fidelity_probe)
+        return self._probe
+
     def assistant_quality(
         self, pipe, turns, cases, eval_clip, eval_dino, face, *, seed: int, target_seeds: int
     ) -> dict:
         return assistant_quality(
-            pipe, self.world, turns, cases, eval_clip, eval_dino, face, seed=seed, target_seeds=target_seeds
+            pipe,
+            self.world,
+            turns,
+            cases,
+            eval_clip,
+            eval_dino,
+            face,
+            seed=seed,
+            target_seeds=target_seeds,
+            probe=self._load_probe(),
         )

@@ -42,6 +42,18 @@ def _evaluate(params, root, name):
     return evaluate_variant(params, root, name)
 
 
+def _fidelity_probe(params, root, name):
+    from .fidelity import fidelity_probe_stage
+
+    return fidelity_probe_stage(params, root)
+
+
+def _fidelity(params, root, name):
+    from .fidelity import fidelity_report
+
+    return fidelity_report(params, root)
+
+
 def _ablation(params, root, name):
     from .ablation import ablation_table
 
@@ -54,9 +66,13 @@ STAGES: dict[str, tuple[Callable, str | None]] = {
     "train_generator": (_generator, None),  # NAME: a key of `generators`
     "train_assistant": (_assistant, None),  # NAME: a key of `assistants`
     "evaluate": (_evaluate, None),  # NAME: a variant, an assistant, gt_embedding or real_images
+    "fidelity_probe": (_fidelity_probe, None),
+    "fidelity": (_fidelity, None),  # the full system's fidelity figures
     "ablation": (_ablation, None),  # NAME: a key of `ablations`
 }
-"""Stage name -> (runner, default NAME; None: NAME is required, except for teacher_data)."""
+"""Stage name -> (runner, default NAME; None: NAME is required, except for the stages without one)."""
+
+_UNNAMED = ("teacher_data", "fidelity_probe", "fidelity")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run, default = STAGES[args.stage]
     name = args.name or default
-    if name is None and args.stage != "teacher_data":
+    if name is None and args.stage not in _UNNAMED:
         parser.error(f"{args.stage} needs a name")
     root = project_root()
     run(load_params(root / args.params), root, name)

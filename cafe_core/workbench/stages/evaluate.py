@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ...benchmarks.metrics import clip_i_similarity, clip_t_similarity, dino_similarity, identity_similarity
+from ...benchmarks.metrics import (
+    clip_i_similarity,
+    clip_t_similarity,
+    dino_similarity,
+    fidelity_figures,
+    identity_similarity,
+)
 from ...data.cases import EvalCase
 from ...data.sources import DataSource, DataUnavailable
 from ...models.encoders import ClipEncoder, DinoEncoder, load_face_embedder
@@ -107,7 +113,7 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict
     paths = ProjectPaths(root)
     source = evaluation_source(params, root)
     with tracking.start_run(f"evaluate@{variant}", params, log_params=_run_params(params, variant, source), root=root):
-        result, grids, quality = _score(params, root, variant, source)
+        result, subjects, grids, quality = _score(params, root, variant, source)
         out = paths.variant(variant)
         samples = paths.variant_samples(variant)
         samples.mkdir(parents=True, exist_ok=True)
@@ -123,6 +129,7 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict
             )
         # Keyed by the variant's name (both.object.DINO), which DVC prints bare; shared keys would
         # be headed by the whole file path. Written last: the variant is complete.
+        atomic_write_json(paths.variant_subjects(variant), subjects)
         path = atomic_write_json(paths.variant_metrics(variant), {variant: result})
         tracking.set_tags({"cafe.metrics_digest": file_digest(path)})  # what a table run links back to
     return result
@@ -132,7 +139,7 @@ def _run_params(params: Params, variant: str, source: DataSource) -> dict:
     """What a variant's evaluation run records: its data, evaluation sizes, sampling, and its spec."""
     g = params.generator
     out = {"variant": variant, "data": source.name, "evaluation": to_dict(params.evaluation)}
-    out["sampling"] = {k: getattr(g, k) for k in g.SAMPLING_KEYS}
+    out["sampling"] = g.sampling()
     if variant in params.variants:
         spec = params.variants[variant]
         out.update(generator=spec.generator, guidance=spec.guidance, **asdict(params.generators[spec.generator]))
@@ -141,8 +148,13 @@ def _run_params(params: Params, variant: str, source: DataSource) -> dict:
     return out
 
 
-def _score(params: Params, root: Path, variant: str, source: DataSource) -> tuple[dict, dict, dict | None]:
-    """Draw and score every case: ``({domain: {metric: mean}}, {domain: grid cells}, quality or None)``."""
+def _score(params: Params, root: Path, variant: str, source: DataSource) -> tuple[dict, list, dict, dict | None]:
+    """Draw and score every case.
+
+    Returns ``({domain: {metric: mean over subjects}}, per-subject rows, {domain: grid cells},
+    quality or None)``. Where the source knows the truth (CAFE-mini), the fidelity probe's
+    verdicts add ``attributes``, ``all_attributes``, ``context`` and ``attribute.<name>``.
+    """
     e = params.evaluation
     paths = ProjectPaths(root)
     model_root = paths.model_root(params.profile)
@@ -151,13 +163,14 @@ def _score(params: Params, root: Path, variant: str, source: DataSource) -> tupl
     face = load_face_embedder(params.profile.face_id, model_root=model_root)
     drawer = _Drawer.for_variant(params, root, variant, source)
     subjects = {"object": e.object_subjects, "face": e.face_subjects}
-    result, grids = {}, {}
+    result, rows, grids = {}, [], {}
     for domain in source.domains:
         cases = source.eval_cases(domain, subjects[domain], e.prompts, params.seed, e.references)
-        scores: dict[str, list[float]] = {"DINO": [], "CLIP-I": [], "CLIP-T": [], "ID": []}
-        shown = []
+        shown, mine = [], []
         for case in tqdm(cases, desc=f"{variant} {domain}", disable=None):
             prompts = [p.prompt for p in case.prompts]
+            scores: dict[str, list[float]] = {"DINO": [], "CLIP-I": [], "CLIP-T": [], "ID": []}
+            verdicts: list[dict] = []
             for k in range(e.images_per_prompt):
                 images = drawer(case, k)
                 refs = case.reference_images
@@ -167,11 +180,21 @@ def _score(params: Params, root: Path, variant: str, source: DataSource) -> tupl
                     scores["CLIP-I"].append(clip_i_similarity(eval_clip, images, refs))
                 else:
                     scores["ID"].append(identity_similarity(face, images, refs))
+                verdicts += source.judge_fidelity(case, images) or []
                 if k == 0 and len(shown) < 6:
                     shown.append([np.asarray(case.input_image), *images[:8]])
-        result[domain] = {k: float(np.mean(v)) for k, v in scores.items() if v}
+            row = {k: float(np.mean(v)) for k, v in scores.items() if v}
+            if verdicts:
+                row.update(fidelity_figures(verdicts))
+            mine.append({"subject": case.subject, "domain": domain, **row})
+        metrics = dict.fromkeys(k for r in mine for k in r if k not in _LABELS)
+        result[domain] = {k: float(np.mean([r[k] for r in mine if k in r])) for k in metrics}
+        rows += mine
         grids[domain] = (shown, ["photo x"] + [p.label for p in cases[0].prompts][:8])
-    return result, grids, drawer.finish(eval_clip, eval_dino, face)
+    return result, rows, grids, drawer.finish(eval_clip, eval_dino, face)
+
+
+_LABELS = ("subject", "domain")
 
 
 class _Drawer:

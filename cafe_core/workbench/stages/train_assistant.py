@@ -77,7 +77,7 @@ def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=
         torch.bfloat16 if accelerator.device.type == "cuda" else torch.float32
     )  # the frozen LM in half precision on GPU
     out = paths.assistant(name)
-    sampling = {k: getattr(params.generator, k) for k in params.generator.SAMPLING_KEYS}  # validation draws
+    sampling = params.generator.sampling()  # validation draws
     lm_key, code = encoder_key(params, paths, params.profile.lm), code_digest(__name__)
     main_process = accelerator.is_main_process
     stage_run = tracking.start_run(f"train_assistant@{name}", params, log_params={"assistant": to_dict(a)}, root=root)
