@@ -45,6 +45,14 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
+def world():
+    """The default CAFE-mini world (seed 0), shared by every test that reads it and changes nothing."""
+    from cafe_core.world import World, WorldConfig
+
+    return World(WorldConfig(seed=0))
+
+
+@pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """A project folder whose world models (core and small) and fidelity probe were pretrained
     with tiny settings; the probe's run is logged to `mlflow-probe.db` in the project."""

@@ -17,7 +17,7 @@ from cafe_core.benchmarks.metrics import clip_i_similarity, clip_t_similarity, d
 from cafe_core.benchmarks.tables import COLUMNS, ProtocolRow, write_table
 from cafe_core.models.encoders import ClipEncoder, DinoEncoder
 from cafe_core.testing import tiny_clip_encoder, tiny_dino_encoder, tiny_face_embedder
-from cafe_core.world import World, WorldConfig
+from cafe_core.world import World
 from cafe_core.world.cases import mini_eval_cases
 
 IMAGE = 32
@@ -36,11 +36,6 @@ def clip() -> ClipEncoder:
 @pytest.fixture(scope="module")
 def dino() -> DinoEncoder:
     return tiny_dino_encoder(image_size=IMAGE)
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return World(WorldConfig(seed=0))
 
 
 def _smooth_images(n: int, seed: int) -> np.ndarray:

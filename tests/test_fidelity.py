@@ -24,11 +24,6 @@ from cafe_core.world.fidelity import (
 )
 
 
-@pytest.fixture(scope="module")
-def world() -> World:
-    return World(WorldConfig(seed=0))
-
-
 def test_label_groups_cover_every_attribute_and_context_and_read_back_from_labels(world):
     groups = label_groups(world)
     for domain in ("object", "face"):

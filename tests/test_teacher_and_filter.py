@@ -19,16 +19,11 @@ from cafe_core.data.filter import (
 )
 from cafe_core.data.quadruplets import FAILURES, QuadrupletSet
 from cafe_core.testing import tiny_clip_encoder, tiny_dino_encoder
-from cafe_core.world import World, WorldConfig
+from cafe_core.world import World
 from cafe_core.world.datasets import NEUTRAL, build_tokenizer
 from cafe_core.world.teacher import Teacher, TeacherConfig, make_quadruplets
 
 N = 2000
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return World(WorldConfig(seed=0))
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,6 @@ from cafe_core.world.world import (
 )
 
 
-@pytest.fixture(scope="module")
-def world() -> World:
-    return World(WorldConfig(seed=0))
-
-
 def _region(rendering, bbox=None) -> np.ndarray:
     x0, y0, x1, y1 = bbox or rendering.bbox
     return rendering.image[y0:y1, x0:x1].astype(np.int16)

@@ -3,13 +3,7 @@
 import numpy as np
 import pytest
 
-from cafe_core.world import World
 from cafe_core.world.datasets import dialogue_set, validation_subjects
-
-
-@pytest.fixture(scope="module")
-def world():
-    return World()
 
 
 def test_validation_subjects_are_a_disjoint_tenth(world):
