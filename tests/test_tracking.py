@@ -81,6 +81,22 @@ def test_runs_carry_lineage_and_open_in_the_training_view(tmp_path, params, monk
     assert tracking.code_state(tmp_path)["dirty"] == "true"
 
 
+def test_a_stage_handed_a_pipeline_run_that_lost_the_race_closes_onto_the_kept_one(tmp_path, params):
+    """On a server store two writers can each make the pipeline run; the later-stamped one is
+    deleted, maybe after another writer was handed it (CI saw the close fail on the deleted run)."""
+    run_id = tracking.open_stage_run("evaluate@both", params, tmp_path)
+    client = mlflow.MlflowClient(tracking.tracking_uri(tmp_path))
+    run = client.get_run(run_id)
+    kept = run.data.tags["mlflow.parentRunId"]
+    pipeline_tags = client.get_run(kept).data.tags
+    lost = client.create_run(run.info.experiment_id, tags=pipeline_tags).info.run_id
+    client.set_tag(run_id, "mlflow.parentRunId", lost)
+    client.delete_run(lost)
+    tracking.close_stage_run(run_id, "FINISHED", tmp_path)
+    assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == kept
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
 def test_a_killed_stage_is_marked_and_its_rerun_continues_the_same_run(tmp_path, params):
     uri = tracking.tracking_uri()
     code = (

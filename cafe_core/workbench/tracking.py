@@ -242,10 +242,16 @@ def pipeline_run(exp_id: str, params: Any = None, root: str | os.PathLike | None
         run = client.create_run(exp_id, run_name=name, tags={**keep, "cafe.role": "pipeline"})
         client.set_terminated(run.info.run_id, status="FINISHED")
     # Without a shared lock (a server store), writers may each have made one: all keep the oldest.
-    oldest = client.search_runs([exp_id], query, order_by=["attributes.start_time ASC"], max_results=1)[0]
-    if oldest.info.run_id != run.info.run_id:
+    oldest = _oldest_pipeline(client, exp_id, key)
+    if oldest != run.info.run_id:
         client.delete_run(run.info.run_id)
-    return oldest.info.run_id
+    return oldest
+
+
+def _oldest_pipeline(client: Any, exp_id: str, key: str) -> str:
+    """The pipeline run all writers of code state ``key`` keep: the oldest one not deleted."""
+    query = f"tags.`cafe.pipeline` = '{key}' and tags.`cafe.role` = 'pipeline'"
+    return client.search_runs([exp_id], query, order_by=["attributes.start_time ASC"], max_results=1)[0].info.run_id
 
 
 def open_stage_run(
@@ -300,9 +306,16 @@ def close_stage_run(
     if notebook is not None and Path(notebook).is_file():
         client.log_artifact(run_id, str(notebook), "notebook")
     client.set_terminated(run_id, status=status)
-    parent = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
-    if parent:
-        client.set_terminated(parent, status="FINISHED")
+    run = client.get_run(run_id)
+    parent, key = run.data.tags.get("mlflow.parentRunId"), run.data.tags.get("cafe.pipeline")
+    if parent and key:
+        # On a server store a writer that made its pipeline run at the same moment as another's
+        # may have been handed a run that lost afterwards (a client clock older by a millisecond
+        # lands later): re-parent onto the one kept before moving its end time.
+        kept = _oldest_pipeline(client, run.info.experiment_id, key)
+        if kept != parent:
+            client.set_tag(run_id, "mlflow.parentRunId", kept)
+        client.set_terminated(kept, status="FINISHED")
 
 
 def _log_params(params: Mapping[str, Any] | None) -> None:
