@@ -117,6 +117,12 @@ class VitParams:
     steps: int
     batch_size: int
     lr: float
+    # DINO's multi-crop (DINO-like encoders only): this many small crops (a 0.05-0.4 share of the
+    # image, drawn at ``local_size`` pixels) per image, each matched to its image's global views;
+    # their centres lie within ``local_spread`` of the room around the image centre (1: anywhere).
+    local_crops: int = 0
+    local_size: int = 8
+    local_spread: float = 1.0
 
 
 @dataclass(frozen=True)

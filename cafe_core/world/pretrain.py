@@ -7,8 +7,11 @@ only (evaluation subjects stay unseen):
 - `clip`, `clip_eval`: transformers CLIPModel, contrastive image-caption (captions that are
   identical count as positives of each other, since the world repeats captions).
 - `dino`, `dino_eval`: transformers Dinov2Model, self-supervised (two augmented views of one
-  image, InfoNCE on the CLS token; no identity labels). No colour jitter: in this world
-  colour *is* identity, and the augmentation must not teach the encoder to ignore it.
+  image, InfoNCE on the CLS token; no identity labels), with DINO's multi-crop: small local
+  crops, drawn near the image centre where a photo's subject is, must agree with the whole
+  image, so the embedding keeps the subject and not only the scene around it. No colour
+  jitter: in this world colour *is* identity, and the augmentation must not teach the encoder
+  to ignore it.
 - `face_id`: transformers ViTModel trained with identity labels (normalised-softmax with
   margin), as real face recognition is.
 - `lm`: transformers LlamaForCausalLM on chat-formatted world dialogues.
@@ -83,20 +86,32 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     return (x - m) / s
 
 
-def random_views(x: torch.Tensor, gen: torch.Generator, scale=(0.6, 1.0), flip: bool = True) -> torch.Tensor:
-    """Batched random resized crop (+ horizontal flip) through one affine grid sample."""
+def random_views(
+    x: torch.Tensor,
+    gen: torch.Generator,
+    scale=(0.6, 1.0),
+    flip: bool = True,
+    size: int | None = None,
+    spread: float = 1.0,
+) -> torch.Tensor:
+    """Batched random resized crop (+ horizontal flip) through one affine grid sample.
+
+    x: (B, 3, H, W); returns (B, 3, size, size), or (B, 3, H, W) when ``size`` is None.
+    ``spread`` < 1 keeps crop centres within that share of the room around the image centre.
+    """
     b = x.shape[0]
     s = torch.empty(b).uniform_(*scale, generator=gen).sqrt()
     aspect = torch.empty(b).uniform_(-0.15, 0.15, generator=gen).exp()
     sx, sy = s * aspect.sqrt(), s / aspect.sqrt()
     sx, sy = sx.clamp(max=1.0), sy.clamp(max=1.0)
-    tx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sx)
-    ty = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sy)
+    tx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sx) * spread
+    ty = (torch.rand(b, generator=gen) * 2 - 1) * (1 - sy) * spread
     if flip:
         sx = sx * torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, tx, sy, ty
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    shape = list(x.shape) if size is None else [b, x.shape[1], size, size]
+    grid = F.affine_grid(theta, shape, align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -222,6 +237,20 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return F.cross_entropy(logits, target)
 
 
+LOCAL_SCALE = (0.05, 0.4)  # DINO's local crops: a small share of the image (its default range)
+
+
+def local_to_global(local: torch.Tensor, views: tuple[torch.Tensor, ...], temperature: float) -> torch.Tensor:
+    """InfoNCE from each local crop to each global view: its own image's view is the positive.
+
+    local: (L*B, D), crop k of image i at row k*B + i; each view (B, D).
+    """
+    b = views[0].shape[0]
+    zl = F.normalize(local, dim=-1)
+    target = torch.arange(zl.shape[0]) % b
+    return torch.stack([F.cross_entropy(zl @ F.normalize(v, dim=-1).T / temperature, target) for v in views]).mean()
+
+
 def train_dino(ws: Workspace, p: VitParams, name: str, out: Path, ckpt: Path) -> dict:
     from transformers import Dinov2Model
 
@@ -245,6 +274,13 @@ def train_dino(ws: Workspace, p: VitParams, name: str, out: Path, ckpt: Path) ->
         h = model(pixel_values=torch.cat([v1, v2])).pooler_output
         z1, z2 = head(h).chunk(2)
         loss = info_nce(z1, z2, temperature=0.2)
+        if p.local_crops:
+            # Multi-crop (DINO): a crop that sees a part of the image must agree with the whole,
+            # so the embedding keeps what the parts near the centre show: the subject.
+            local = dict(scale=LOCAL_SCALE, size=p.local_size, spread=p.local_spread)
+            crops = torch.cat([random_views(x, gen, **local) for _ in range(p.local_crops)])
+            zl = head(model(pixel_values=normalize(crops, IMAGENET_MEAN, IMAGENET_STD)).pooler_output)
+            loss = (loss + p.local_crops * local_to_global(zl, (z1, z2), temperature=0.2)) / (1 + p.local_crops)
         return optimizer_step(loss, opt, params)
 
     stats = _loop(ws, name, p.steps, p.seed, step, {"model": model, "head": head}, opt, ckpt)
