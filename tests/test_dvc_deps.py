@@ -1,5 +1,5 @@
 """dvc.yaml's dependencies are correct by construction: each stage depends on exactly the cafe_core
-folders its notebook imports (transitively), and each ablation stage on its rows in params.yaml."""
+modules its notebook imports (transitively), and each ablation stage on its rows in params.yaml."""
 
 import pytest
 import yaml
@@ -36,10 +36,20 @@ def test_a_stale_dvc_yaml_is_rewritten(tmp_path):
     for item in ("notebooks", "dvc.yaml"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
     text = (tmp_path / "dvc.yaml").read_text()
-    (tmp_path / "dvc.yaml").write_text(text.replace("      - cafe_core/models\n", "", 1))
+    (tmp_path / "dvc.yaml").write_text(text.replace("      - cafe_core/models/encoders.py\n", "", 1))
     assert main(["--root", str(tmp_path)]) == 1
     assert main(["--root", str(tmp_path), "--write"]) == 0
     assert (tmp_path / "dvc.yaml").read_text() == text
+
+
+def test_editing_a_table_reruns_the_tables_not_the_training():
+    """Dependencies are module files: the world's and G's training never name the tables' code."""
+    table = set(stage_code_deps(_body(DVC["ablation_embeddings"])["cmd"], ROOT))
+    assert {"cafe_core/benchmarks/tables.py", "cafe_core/workbench/stages/ablation.py"} <= table
+    for stage in ("pretrain_world", "train_generator"):
+        deps = set(_body(DVC[stage])["deps"])
+        assert not deps & {"cafe_core/benchmarks/tables.py", "cafe_core/workbench/stages/ablation.py"}
+        assert "cafe_core/world/rendering" in deps  # a package run whole is named as its folder
 
 
 @pytest.mark.parametrize("target", sorted(PARAMS["ablations"]))

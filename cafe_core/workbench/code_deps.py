@@ -1,10 +1,11 @@
 """The code a DVC stage runs: every ``cafe_core`` module its notebook imports, transitively.
 
-``dvc.yaml`` declares each stage's code dependencies as the package folders (and top-level modules)
-this computes, so editing anything a stage runs makes DVC rerun it. A test fails when ``dvc.yaml``
+``dvc.yaml`` declares each stage's code dependencies as the module files this computes (a package
+folder where the stage runs all of it), so editing anything a stage runs makes DVC rerun it, and
+editing a module it never imports does not. A test fails when ``dvc.yaml``
 disagrees; ``python -m cafe_core.workbench.code_deps --write`` rewrites its code entries.
 Imports are read from the source (``ast``), function-level imports included, so the answer is
-conservative: it may name a folder whose code a stage imports but never calls.
+conservative: it may name a module that a stage imports but never calls.
 """
 
 from __future__ import annotations
@@ -99,13 +100,26 @@ def notebook_imports(path: Path) -> set[str]:
 
 
 def code_unit(module: str) -> str:
-    """The path a stage depends on for ``module``: its subpackage folder, or a top-level module file."""
-    parts = module.split(".")
-    if len(parts) == 1:
-        return "cafe_core/__init__.py"
-    if len(parts) == 2 and not (PACKAGE / parts[1]).is_dir():
-        return f"cafe_core/{parts[1]}.py"
-    return f"cafe_core/{parts[1]}"
+    """The source file a stage depends on for ``module``, relative to the project root."""
+    return module_file(module).relative_to(PACKAGE.parent).as_posix()
+
+
+def _collapse(files: set[str]) -> set[str]:
+    """``files`` with every package folder all of whose sources are among them named as the folder.
+
+    Exact either way; it keeps ``dvc.yaml`` short where a stage runs a whole package (the renderer).
+    """
+    out = set(files)
+    folders = sorted({p.parent for p in PACKAGE.rglob("*.py")}, key=lambda p: len(p.parts), reverse=True)
+    for folder in folders:  # deepest first, so a collapsed subpackage can complete its parent
+        if folder == PACKAGE:
+            continue
+        rel = folder.relative_to(PACKAGE.parent).as_posix()
+        members = {f.relative_to(PACKAGE.parent).as_posix() for f in folder.glob("*.py")}
+        members |= {d.relative_to(PACKAGE.parent).as_posix() for d in folder.iterdir() if (d / "__init__.py").is_file()}
+        if members <= out:
+            out = (out - members) | {rel}
+    return out
 
 
 def stage_command(cmd: str, root: Path) -> tuple[str, Path]:
@@ -119,7 +133,7 @@ def stage_command(cmd: str, root: Path) -> tuple[str, Path]:
 def stage_code_deps(cmd: str, root: Path) -> list[str]:
     """The sorted code dependencies of a stage command."""
     runner, notebook = stage_command(cmd, root)
-    return sorted({code_unit(m) for m in import_closure(notebook_imports(notebook) | {runner})})
+    return sorted(_collapse({code_unit(m) for m in import_closure(notebook_imports(notebook) | {runner})}))
 
 
 def _rewrite(text: str, root: Path) -> str:
