@@ -90,6 +90,11 @@ def test_assistant_variants_quality_figures_and_table(assistant_project):
         table = list(csv.DictReader(f))
     assert [r["variant"] for r in table] == [r.variant for r in rows]
     assert [r["variant"] for r in table[::2]] == ["mse", "neg_cosine", "gt_embedding", "real_images"]
+    verdicts = json.loads((root / "results/ablation_loss/verdicts.json").read_text())
+    assert [(v["higher"], v["lower"], v["metric"]) for v in verdicts] == [
+        ("mse", "neg_cosine", "ID"),
+        ("mse", "neg_cosine", "CLIP-T"),
+    ]
     mlflow.set_tracking_uri(tracking.tracking_uri(root))
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cafe-mini"], output_format="list")}
     assert runs["evaluate@mse"].data.params["assistant"] == "mse"

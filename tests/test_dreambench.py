@@ -14,7 +14,7 @@ from PIL import Image
 
 from cafe_core.benchmarks.dreambench import PROMPTS_FILE, DreamBench, cafe_request, dreambench_root, load_dreambench
 from cafe_core.benchmarks.metrics import clip_i_similarity, clip_t_similarity, dino_similarity, identity_similarity
-from cafe_core.benchmarks.tables import COLUMNS, ProtocolRow, write_table
+from cafe_core.benchmarks.tables import ProtocolRow, csv_columns, write_table
 from cafe_core.models.encoders import ClipEncoder, DinoEncoder
 from cafe_core.testing import tiny_clip_encoder, tiny_dino_encoder, tiny_face_embedder
 from cafe_core.world import World
@@ -179,10 +179,8 @@ def test_clip_t_pairs_each_image_with_its_own_prompt(clip: ClipEncoder) -> None:
 
 
 def test_row_dict_uses_the_table_columns() -> None:
-    row = ProtocolRow("cafe", "object", DINO=0.5, CLIP_I=0.25, CLIP_T=0.125, context=0.75)
-    assert row.to_dict() == {
-        "variant": "cafe",
-        "domain": "object",
+    row = ProtocolRow("cafe", "object", DINO=0.5, CLIP_I=0.25, CLIP_T=0.125, context=0.75, ci95={"DINO": 0.1}, seeds=3)
+    assert row.scores() == {
         "DINO": 0.5,
         "CLIP-I": 0.25,
         "CLIP-T": 0.125,
@@ -190,21 +188,35 @@ def test_row_dict_uses_the_table_columns() -> None:
         "attributes": None,
         "context": 0.75,
     }
+    assert list(row.to_dict()) == list(csv_columns())
+    assert row.to_dict()["DINO_ci95"] == 0.1 and row.to_dict()["CLIP-I_ci95"] is None and row.to_dict()["seeds"] == 3
 
 
 def test_write_table_formats_and_leaves_blanks(tmp_path: Path) -> None:
     rows = [ProtocolRow("cafe", "object", 0.61234, 0.7, 0.29876), ProtocolRow("clip_only", "face", CLIP_T=0.3, ID=0.1)]
     csv_path, md_path = write_table(rows, tmp_path / "results" / "ablation")
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "variant,domain,DINO,CLIP-I,CLIP-T,ID,attributes,context"
-    assert lines[1:] == ["cafe,object,0.612,0.700,0.299,,,", "clip_only,face,,,0.300,0.100,,"]
-    assert csv.DictReader(lines).fieldnames == list(COLUMNS)
+    assert lines[0].startswith("variant,domain,DINO,CLIP-I,CLIP-T,ID,attributes,context,DINO_ci95,")
+    assert lines[1:] == ["cafe,object,0.612,0.700,0.299,,,,,,,,,,", "clip_only,face,,,0.300,0.100,,,,,,,,,"]
+    assert csv.DictReader(lines).fieldnames == list(csv_columns())
     md = md_path.read_text().splitlines()
     assert md[0] == "| variant | domain | DINO | CLIP-I | CLIP-T | ID | attributes | context |"
     assert md[3] == "| clip_only | face |  |  | 0.300 | 0.100 |  |  |"
     write_table(rows[:1], csv_path.parent)  # rewriting replaces, and leaves no temporary file behind
     assert len(csv_path.read_text().splitlines()) == 2
     assert sorted(p.name for p in csv_path.parent.iterdir()) == ["table.csv", "table.md"]
+
+
+def test_a_table_with_intervals_shows_them_with_its_seeds_and_verdicts(tmp_path: Path) -> None:
+    rows = [ProtocolRow("both", "face", CLIP_T=0.3, ID=0.25, ci95={"CLIP-T": 0.02, "ID": 0.05}, seeds=3)]
+    verdict = {"claim": "both beats clip_only", "metric": "ID", "domain": "face", "difference": 0.1}
+    csv_path, md_path = write_table(rows, tmp_path, [{**verdict, "ci95": [0.04, 0.16], "verdict": "holds"}])
+    md = md_path.read_text()
+    assert "| both | face |  |  | 0.300 ± 0.020 | 0.250 ± 0.050 |  |  |" in md
+    assert "Mean over 3 training seeds" in md
+    assert "| both beats clip_only | ID | face | +0.100 | [+0.040, +0.160] | holds |" in md
+    row = next(csv.DictReader(csv_path.read_text().splitlines()))
+    assert (row["ID"], row["ID_ci95"], row["seeds"]) == ("0.250", "0.050", "3")
 
 
 # --- CAFE-mini cases ------------------------------------------------------------------------------

@@ -55,10 +55,18 @@ def test_editing_a_table_reruns_the_tables_not_the_training():
 @pytest.mark.parametrize("target", sorted(PARAMS["ablations"]))
 def test_ablation_stage_reads_the_rows_params_yaml_names(target):
     body = DVC[target]
-    rows = {f"results/variants/{v}/metrics.json" for v in PARAMS["ablations"][target]}
+    rows = {f"results/variants/{v}/{f}" for v in PARAMS["ablations"][target] for f in ("metrics.json", "subjects.json")}
     declared = {d for d in body["deps"] if d.startswith("results/variants/")}
     assert declared == rows, f"{target}: dvc.yaml depends on {sorted(declared)}, params.yaml's rows are {sorted(rows)}"
     assert f"ablations.{target}" in body["params"]
+
+
+def test_the_report_reads_every_table_and_its_rows_sample_grids():
+    deps = set(DVC["report"]["deps"])
+    for target, rows in PARAMS["ablations"].items():
+        assert {f"results/{target}/table.md", f"results/{target}/verdicts.json"} <= deps
+        assert {f"results/variants/{v}/samples" for v in rows} <= deps, target
+    assert "results/fidelity/metrics.json" in deps and "ablations" in DVC["report"]["params"]
 
 
 def test_every_notebook_is_a_stage_or_the_chat_demo():

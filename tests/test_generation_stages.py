@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cafe_core.benchmarks.claims import CLAIMS
 from cafe_core.data.sources import DataUnavailable
 from cafe_core.models.generator import CafeGenerator
 from cafe_core.workbench import tracking
@@ -70,8 +71,13 @@ def test_variants_and_table(trained):
         table = list(csv.DictReader(f))
     assert [r["variant"] for r in table] == [r.variant for r in rows]
     assert {r["variant"] for r in table} == {"clip_only", "dino_only", "both", "real_images"}
-    assert list(table[0]) == ["variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID", "attributes", "context"]
+    assert list(table[0])[:8] == ["variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID", "attributes", "context"]
     assert all(0 <= float(r["attributes"]) <= 1 and 0 <= float(r["context"]) <= 1 for r in table)
+    assert all(float(r["CLIP-T_ci95"]) >= 0 and r["seeds"] == "1" for r in table)  # one training seed here
+    verdicts = json.loads((root / "results/ablation_embeddings/verdicts.json").read_text())
+    assert [v["claim"] for v in verdicts] == [c.claim for c in CLAIMS["ablation_embeddings"]]
+    assert all(v["verdict"] in ("holds", "reversed", "within_noise") and v["domain"] == "face" for v in verdicts)
+    assert "| verdict |" in (root / "results/ablation_embeddings/table.md").read_text()
     mlflow.set_tracking_uri(tracking.tracking_uri(root))
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cafe-mini"], output_format="list")}
     table = runs["ablation_embeddings"]
@@ -80,7 +86,7 @@ def test_variants_and_table(trained):
         assert "object/CLIP-T" in evaluation.data.metrics and "face/ID" in evaluation.data.metrics
         assert table.data.tags[f"cafe.source_run.{variant}"] == evaluation.info.run_id  # linked, not copied
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(table.info.run_id)}
-    assert {"table.json", "table.md", "table.csv"} <= artifacts
+    assert {"table.json", "verdicts.json", "table.md", "table.csv"} <= artifacts
     assert not table.data.metrics
     parents = {r.data.tags.get("mlflow.parentRunId") for r in runs.values() if r.data.tags["cafe.role"] == "stage"}
     (parent,) = parents  # one pipeline run holds every stage run of this code state

@@ -6,21 +6,29 @@ import csv
 import io
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..utils.files import atomic_write_text
+import numpy as np
 
-__all__ = ["COLUMNS", "ProtocolRow", "protocol_rows", "write_scores", "write_table"]
+from ..utils.files import atomic_write_text
+from .statistics import score_grid, seeds_and_subjects_interval
+
+__all__ = ["COLUMNS", "METRICS", "ProtocolRow", "csv_columns", "interval_rows", "write_scores", "write_table"]
 
 COLUMNS = ("variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID", "attributes", "context")
 """Columns of every protocol table, in order. ``attributes`` and ``context`` are the fidelity
 probe's accuracies (CAFE-mini only: empty where the source has no ground truth)."""
+METRICS = COLUMNS[2:]
 
 
 @dataclass(frozen=True)
 class ProtocolRow:
-    """One line of a protocol table: a model variant's scores on one domain (``None``: not measured)."""
+    """One line of a protocol table: a model variant's scores on one domain (``None``: not measured).
+
+    ``ci95`` holds each measured score's 95% half-width (by column name) and ``seeds`` how many
+    training seeds the means are over; both empty for a row given without intervals.
+    """
 
     variant: str
     domain: str
@@ -30,28 +38,81 @@ class ProtocolRow:
     ID: float | None = None
     attributes: float | None = None
     context: float | None = None
+    ci95: Mapping[str, float] = field(default_factory=dict)
+    seeds: int | None = None
 
-    def to_dict(self) -> dict[str, str | float | None]:
-        """The row keyed by :data:`COLUMNS` (``CLIP-I`` rather than the attribute name ``CLIP_I``)."""
-        return dict(zip(COLUMNS, (getattr(self, f.name) for f in fields(self)), strict=True))
+    def scores(self) -> dict[str, float | None]:
+        """The scores keyed by column (``CLIP-I`` rather than the attribute name ``CLIP_I``)."""
+        return dict(zip(METRICS, (getattr(self, f.name) for f in fields(self)[2:8]), strict=True))
+
+    def to_dict(self) -> dict[str, str | float | int | None]:
+        """The row as :func:`csv_columns` name it: scores, then each score's half-width, then seeds."""
+        return {
+            "variant": self.variant,
+            "domain": self.domain,
+            **self.scores(),
+            **{f"{m}_ci95": self.ci95.get(m) for m in METRICS},
+            "seeds": self.seeds,
+        }
 
 
-def protocol_rows(variant: str, metrics: Mapping[str, Mapping[str, float]]) -> list[ProtocolRow]:
-    """A variant's scores (``{domain: {metric: score}}``) as rows, one per domain."""
-    return [ProtocolRow(variant, domain, *(m.get(column) for column in COLUMNS[2:])) for domain, m in metrics.items()]
+def csv_columns() -> tuple[str, ...]:
+    """``table.csv``'s header: :data:`COLUMNS`, a ``<metric>_ci95`` half-width per metric, ``seeds``."""
+    return (*COLUMNS, *(f"{m}_ci95" for m in METRICS), "seeds")
 
 
-def write_table(rows: Sequence[ProtocolRow], folder: str | os.PathLike[str]) -> tuple[Path, Path]:
+def interval_rows(variant: str, rows_by_seed: Mapping[int, list[dict]], *, seed: int) -> list[ProtocolRow]:
+    """A variant's rows, one per domain: each score the mean over (training seed, subject) cells,
+    with the 95% half-width of a bootstrap over seeds and subjects (:mod:`.statistics`).
+
+    ``rows_by_seed``: each training seed's per-subject rows (``{"subject", "domain", metric: value}``).
+    """
+    domains = list(dict.fromkeys(r["domain"] for rows in rows_by_seed.values() for r in rows))
+    out = []
+    for domain in domains:
+        subjects = sorted({r["subject"] for rows in rows_by_seed.values() for r in rows if r["domain"] == domain})
+        means, half = {}, {}
+        for metric in METRICS:
+            grid = score_grid(rows_by_seed, metric, domain, subjects)
+            if np.isnan(grid).all():
+                continue
+            interval = seeds_and_subjects_interval(grid, seed=seed)
+            means[metric], half[metric] = interval.mean, interval.half_width
+        out.append(ProtocolRow(variant, domain, *(means.get(m) for m in METRICS), ci95=half, seeds=len(rows_by_seed)))
+    return out
+
+
+def write_table(
+    rows: Sequence[ProtocolRow], folder: str | os.PathLike[str], verdicts: Sequence[Mapping] = ()
+) -> tuple[Path, Path]:
     """Write ``table.csv`` and ``table.md`` into ``folder`` atomically; return their paths.
 
-    Scores have 3 decimals; unmeasured ones are empty cells, so a reader never mistakes a
-    missing metric for a zero.
+    Scores have 3 decimals, shown in Markdown as ``mean ± half-width`` where the row has
+    intervals; unmeasured ones are empty cells, so a reader never mistakes a missing metric for
+    a zero. ``verdicts`` (:func:`.claims.judge`'s) are listed under the Markdown table.
     """
     folder = Path(folder)
-    cells = [[_cell(value) for value in row.to_dict().values()] for row in rows]
+    header = csv_columns()
+    cells = [[_cell(row.to_dict()[c]) for c in header] for row in rows]
     csv_text = io.StringIO()
-    csv.writer(csv_text, lineterminator="\n").writerows([COLUMNS, *cells])
-    markdown = [_md_line(COLUMNS), _md_line(["---"] * len(COLUMNS)), *(_md_line(line) for line in cells)]
+    csv.writer(csv_text, lineterminator="\n").writerows([header, *cells])
+    shown = [[row.variant, row.domain, *(_shown(v, row.ci95.get(m)) for m, v in row.scores().items())] for row in rows]
+    markdown = [_md_line(COLUMNS), _md_line(["---"] * len(COLUMNS)), *(_md_line(line) for line in shown)]
+    seeds = sorted({row.seeds for row in rows if row.seeds is not None})
+    if seeds:
+        markdown += [
+            "",
+            f"Mean over {_seeds(seeds)} and the held-out subjects; ± is the half-width of a 95% "
+            "interval from a bootstrap over seeds and subjects.",
+        ]
+    if verdicts:
+        markdown += ["", "| claim (paper) | metric | domain | difference | 95% interval | verdict |"]
+        markdown += ["| --- | --- | --- | --- | --- | --- |"]
+        markdown += [
+            f"| {v['claim']} | {v['metric']} | {v['domain']} | {v['difference']:+.3f} | "
+            f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] | {v['verdict'].replace('_', ' ')} |"
+            for v in verdicts
+        ]
     return (
         atomic_write_text(folder / "table.csv", csv_text.getvalue()),
         atomic_write_text(folder / "table.md", "\n".join(markdown) + "\n"),
@@ -66,7 +127,7 @@ def write_scores(rows: Sequence[ProtocolRow], folder: str | os.PathLike[str]) ->
     """
     lines = [("row", "variant", "domain", "metric", "value")]
     for row in rows:
-        for metric, value in list(row.to_dict().items())[2:]:
+        for metric, value in row.scores().items():
             if value is not None:
                 lines.append(
                     (f"{row.variant} / {row.domain} / {metric}", row.variant, row.domain, metric, f"{value:.4f}")
@@ -76,10 +137,23 @@ def write_scores(rows: Sequence[ProtocolRow], folder: str | os.PathLike[str]) ->
     return atomic_write_text(Path(folder) / "scores.csv", text.getvalue())
 
 
-def _cell(value: str | float | None) -> str:
+def _cell(value: str | float | int | None) -> str:
     if value is None:
         return ""
-    return value if isinstance(value, str) else f"{value:.3f}"
+    if isinstance(value, (str, int)):
+        return str(value)
+    return f"{value:.3f}"
+
+
+def _shown(value: float | None, half_width: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if half_width is None else f"{value:.3f} ± {half_width:.3f}"
+
+
+def _seeds(seeds: list[int]) -> str:
+    counts = " or ".join(str(n) for n in seeds)
+    return f"{counts} training seed" + ("" if seeds == [1] else "s")
 
 
 def _md_line(cells: Sequence[str]) -> str:

@@ -60,6 +60,12 @@ def _ablation(params, root, name):
     return ablation_table(params, root, name)
 
 
+def _report(params, root, name):
+    from .report import write_report
+
+    return write_report(params, root)
+
+
 STAGES: dict[str, tuple[Callable, str | None]] = {
     "pretrain_world": (_pretrain, "core"),  # NAME: core or small
     "teacher_data": (_teacher, None),
@@ -69,10 +75,11 @@ STAGES: dict[str, tuple[Callable, str | None]] = {
     "fidelity_probe": (_fidelity_probe, None),
     "fidelity": (_fidelity, None),  # the full system's fidelity figures
     "ablation": (_ablation, None),  # NAME: a key of `ablations`
+    "report": (_report, None),  # results/report.md: every table, the fidelity figures, stage times
 }
 """Stage name -> (runner, default NAME; None: NAME is required, except for the stages without one)."""
 
-_UNNAMED = ("teacher_data", "fidelity_probe", "fidelity")
+_UNNAMED = ("teacher_data", "fidelity_probe", "fidelity", "report")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,21 +1,28 @@
 """Stages ``ablation_embeddings`` (table 6), ``ablation_encoders`` (table 5), ``ablation_loss`` (table 4).
 
 Each collects its evaluated variants (``params.yaml: ablations``, the one list of a table's rows)
-into ``results/<target>/table.{md,csv}`` and one MLflow run that links to their evaluation runs.
+into ``results/<target>/table.{md,csv}``, each score with its 95% interval, judges the paper's
+claims about those rows into ``results/<target>/verdicts.json``, and logs one MLflow run that
+links to the rows' evaluation runs.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from ...benchmarks.tables import ProtocolRow, protocol_rows, write_scores, write_table
+from ...benchmarks.claims import CLAIMS, judge
+from ...benchmarks.tables import ProtocolRow, interval_rows, write_scores, write_table
 from ...utils.digest import file_digest
+from ...utils.files import atomic_write_json
 from .. import tracking
 from ..config import Params
 from ..paths import ProjectPaths
-from ..results import read_scores
+from ..results import read_subject_scores
 
 __all__ = ["ablation_table"]
+
+logger = logging.getLogger(__name__)
 
 
 def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]:
@@ -30,17 +37,36 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
             f"unknown ablation {target!r} (params.yaml key 'ablations'); known: {', '.join(params.ablations)}"
         )
     paths = ProjectPaths(root)
+    variants = params.ablations[target]
     rows, links = [], {}
-    with tracking.start_run(target, params, log_params={"rows": params.ablations[target]}, root=root):
-        for variant in params.ablations[target]:
-            rows.extend(protocol_rows(variant, read_scores(root, variant)))
+    with tracking.start_run(target, params, log_params={"rows": variants}, root=root):
+        # One training seed for now: each variant's rows are its evaluation's per-subject scores.
+        scores = {v: {params.seed: read_subject_scores(root, v)} for v in variants}
+        for variant in variants:
+            rows.extend(interval_rows(variant, scores[variant], seed=params.seed))
             digest = file_digest(paths.variant_metrics(variant))
             source = tracking.find_run({"cafe.metrics_digest": digest}, params, root)
             if source is not None:
                 links[f"cafe.source_run.{variant}"] = source
-        table = (*write_table(rows, paths.ablation(target)), write_scores(rows, paths.ablation(target)))
+        verdicts = [judge(c, scores, seed=params.seed) for c in _claims(target, variants)]
+        folder = paths.ablation(target)
+        table = (
+            *write_table(rows, folder, verdicts),
+            write_scores(rows, folder),
+            atomic_write_json(folder / "verdicts.json", verdicts),
+        )
         tracking.log_table([r.to_dict() for r in rows], "table.json")
+        tracking.log_table(verdicts, "verdicts.json")
         tracking.set_tags(links)
         for path in table:
             tracking.log_artifact(path)
     return rows
+
+
+def _claims(target: str, variants: list[str]):
+    """The paper's claims about ``target`` whose two rows are both in the table."""
+    claims = CLAIMS.get(target, ())
+    kept = [c for c in claims if c.higher in variants and c.lower in variants]
+    for c in set(claims) - set(kept):
+        logger.warning("%s: no verdict on %r: rows %s and %s are not both there", target, c.claim, c.higher, c.lower)
+    return kept

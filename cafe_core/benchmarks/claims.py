@@ -1,0 +1,79 @@
+"""The paper's claims for each ablation table, and the verdict a measured table gives each one.
+
+A claim says one row scores higher than another on one metric and domain (the paper evaluates
+its ablations on faces: ID and CLIP-T). Its verdict comes from the paired difference of the two
+rows, cell by cell over (training seed, subject), and that difference's 95% interval:
+``holds`` when the interval lies above zero, ``reversed`` when below, ``within_noise`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .statistics import score_grid, seeds_and_subjects_interval
+
+__all__ = ["CLAIMS", "Claim", "judge"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``higher`` scores above ``lower`` on ``metric`` in ``domain`` (rows are variant names)."""
+
+    claim: str
+    metric: str
+    domain: str
+    higher: str
+    lower: str
+
+
+CLAIMS: dict[str, tuple[Claim, ...]] = {
+    "ablation_loss": (  # table 4: "mean square error leads to better performance"
+        Claim("MSE in eq. 2 gives a higher ID than negative cosine", "ID", "face", "mse", "neg_cosine"),
+        Claim("MSE in eq. 2 gives a higher CLIP-T than negative cosine", "CLIP-T", "face", "mse", "neg_cosine"),
+    ),
+    "ablation_encoders": (  # table 5
+        Claim("a smaller CLIP gives a lower CLIP-T", "CLIP-T", "face", "both", "clip_small_dino_large"),
+        Claim("a smaller DINO gives a lower ID", "ID", "face", "both", "clip_large_dino_small"),
+    ),
+    "ablation_embeddings": (  # table 6: semantics from CLIP, fine detail from DINO
+        Claim("CLIP only has a higher CLIP-T than DINO only", "CLIP-T", "face", "clip_only", "dino_only"),
+        Claim("DINO only has a higher ID than CLIP only", "ID", "face", "dino_only", "clip_only"),
+        Claim("both embeddings give a higher ID than CLIP only", "ID", "face", "both", "clip_only"),
+        Claim("both embeddings give a higher CLIP-T than DINO only", "CLIP-T", "face", "both", "dino_only"),
+    ),
+}
+"""Target (``params.yaml: ablations``) -> the paper's claims about its rows (section 4's text, table 3 aside)."""
+
+
+def judge(claim: Claim, scores: Mapping[str, Mapping[int, list[dict]]], *, seed: int) -> dict:
+    """The verdict on ``claim`` from ``{variant: {training seed: per-subject rows}}``.
+
+    The two rows are compared on the seeds and subjects both scored (paired), so the interval
+    leaves out what they share: the subjects' difficulty and each seed's world.
+    """
+    a, b = scores[claim.higher], scores[claim.lower]
+    seeds = sorted(set(a) & set(b))
+    subjects = sorted(
+        {r["subject"] for s in seeds for r in a[s] if r["domain"] == claim.domain}
+        & {r["subject"] for s in seeds for r in b[s] if r["domain"] == claim.domain}
+    )
+    if not seeds or not subjects:
+        raise ValueError(f"{claim.higher} and {claim.lower} share no scored {claim.domain} subject")
+    diff = score_grid({s: a[s] for s in seeds}, claim.metric, claim.domain, subjects) - score_grid(
+        {s: b[s] for s in seeds}, claim.metric, claim.domain, subjects
+    )
+    interval = seeds_and_subjects_interval(diff, seed=seed)
+    verdict = "holds" if interval.low > 0 else "reversed" if interval.high < 0 else "within_noise"
+    return {
+        "claim": claim.claim,
+        "metric": claim.metric,
+        "domain": claim.domain,
+        "higher": claim.higher,
+        "lower": claim.lower,
+        "difference": interval.mean,
+        "ci95": [interval.low, interval.high],
+        "verdict": verdict,
+        "seeds": interval.seeds,
+        "subjects": interval.subjects,
+    }

@@ -1,0 +1,156 @@
+"""Stage ``report``: the whole paper in one file, ``results/report.md``.
+
+Every ablation table with its intervals and verdicts and one sample grid, the full system's
+fidelity figures beside the true renders, and the time each stage took. It reads only what the
+other stages wrote (tables, metrics files, sample grids) and, for the times, the MLflow store:
+each stage run logs its wall time (``stage_seconds``, one value per attempt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ...utils.files import atomic_write_text
+from .. import tracking
+from ..config import Params
+from ..paths import ProjectPaths
+from .common import REAL_IMAGES
+
+__all__ = ["stage_times", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+TITLES = {
+    "ablation_loss": "Table 4: the distance in eq. 2",
+    "ablation_encoders": "Table 5: smaller image encoders",
+    "ablation_embeddings": "Table 6: CLIP and DINO embeddings",
+}
+
+
+def write_report(params: Params, root: Path) -> Path:
+    """Write ``results/report.md`` (and one sample-grid image per table under ``results/report/``)."""
+    paths = ProjectPaths(root)
+    state = tracking.code_state(root)
+    lines = [
+        f"# CAFE workbench report ({params.profile.name})",
+        "",
+        f"Code at commit `{state['commit'][:12]}`{' with uncommitted changes' if state['dirty'] == 'true' else ''}.",
+        "Each table: the mean over the held-out subjects of every training seed, ± the half-width of a 95% "
+        "interval (bootstrap over seeds and subjects), then the paper's claims about its rows with their verdicts.",
+    ]
+    for target, rows in params.ablations.items():
+        folder = paths.ablation(target)
+        table = folder / "table.md"
+        if not table.is_file():
+            raise FileNotFoundError(f"{table} is missing: run `dvc repro {target}` first")
+        lines += ["", f"## {TITLES.get(target, target)} (`{target}`)", "", table.read_text().rstrip()]
+        grid = _sample_grid(paths, target, [r for r in rows if r != REAL_IMAGES] + [REAL_IMAGES])
+        if grid is not None:
+            lines += ["", f"![{target} samples]({grid.relative_to(paths.results).as_posix()})"]
+    lines += ["", *_fidelity_section(paths)]
+    lines += ["", *_times_section(params, root)]
+    return atomic_write_text(paths.results / "report.md", "\n".join(lines) + "\n")
+
+
+def _sample_grid(paths: ProjectPaths, target: str, variants: list[str]) -> Path | None:
+    """One image of the table's rows: each row's saved sample grid per domain, side by side."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    cells = []
+    for variant in variants:
+        samples = paths.variant_samples(variant)
+        pngs = sorted(samples.glob("*.png"))
+        row = [(f"{variant}: {p.stem}", np.asarray(Image.open(p).convert("RGB"))) for p in pngs]
+        if row:
+            cells.append(row)
+    if not cells:
+        return None
+    n_cols = max(len(r) for r in cells)
+    fig = Figure(figsize=(8 * n_cols, 5 * len(cells)))
+    axes = fig.subplots(len(cells), n_cols, squeeze=False)
+    for i, row in enumerate(cells):
+        for j, ax in enumerate(axes[i]):
+            ax.axis("off")
+            if j < len(row):
+                ax.imshow(row[j][1])
+                ax.set_title(row[j][0], fontsize=14)
+    fig.tight_layout()
+    out = paths.results / "report" / f"{target}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=60)
+    return out
+
+
+def _fidelity_section(paths: ProjectPaths) -> list[str]:
+    path = paths.fidelity_results / "metrics.json"
+    if not path.is_file():
+        return ["## Fidelity of the full system", "", "Not measured (the `fidelity` stage needs CAFE-mini's probe)."]
+    report = json.loads(path.read_text())
+    system = report.get("system", {})
+    lines = [
+        "## Fidelity of the full system",
+        "",
+        f"c = c_hat of assistant `{system.get('assistant')}`, {system.get('subjects')} held-out subjects, "
+        f"{system.get('training_seeds')} training seed(s); ceiling: true renders of the same prompts.",
+        "",
+        "| domain | figure | system | 95% interval | ceiling |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for domain, figures in report.items():
+        if domain == "system":
+            continue
+        for name, f in figures.items():
+            if name == "per_attribute":
+                continue
+            ci = f"[{f['ci95'][0]:.3f}, {f['ci95'][1]:.3f}]" if f.get("ci95") else ""
+            ceiling = f"{f['ceiling']:.3f}" if f.get("ceiling") is not None else ""
+            lines.append(f"| {domain} | {name} | {f['value']:.3f} | {ci} | {ceiling} |")
+    return lines
+
+
+def stage_times(params: Params, root: Path) -> dict[str, dict]:
+    """Stage -> ``{"seconds", "attempts", "commit"}`` of its newest finished run in the MLflow store.
+
+    ``seconds`` sums the wall time of every attempt of that run (a killed run resumed counts
+    both). A stage DVC restored from its cache, or run before this store existed, has no entry.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri(root))
+    exp = client.get_experiment_by_name(tracking.experiment_name(params))
+    if exp is None:
+        return {}
+    query = "tags.`cafe.role` = 'stage' and attributes.status = 'FINISHED'"
+    out: dict[str, dict] = {}
+    newest_first = ["attributes.start_time DESC"]
+    for run in client.search_runs([exp.experiment_id], query, order_by=newest_first, max_results=5000):
+        stage = run.data.tags.get("cafe.stage") or run.info.run_name
+        if stage in out or "stage_seconds" not in run.data.metrics:
+            continue
+        history = client.get_metric_history(run.info.run_id, "stage_seconds")
+        out[stage] = {
+            "seconds": float(sum(m.value for m in history)),
+            "attempts": len(history),
+            "commit": run.data.tags.get("mlflow.source.git.commit", "")[:7],
+        }
+    return out
+
+
+def _times_section(params: Params, root: Path) -> list[str]:
+    times = stage_times(params, root)
+    lines = ["## Time per stage", ""]
+    if not times:
+        return lines + ["No stage run with a recorded time in this project's MLflow store."]
+    lines += [
+        "Wall time of each stage's newest finished run (MLflow `stage_seconds`, summed over its attempts).",
+        "",
+        "| stage | minutes | attempts | commit |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {s} | {t['seconds'] / 60:.1f} | {t['attempts']} | {t['commit']} |" for s, t in sorted(times.items())]
+    lines.append(f"| total | {sum(t['seconds'] for t in times.values()) / 60:.1f} | | |")
+    return lines

@@ -1,0 +1,57 @@
+"""`results/report.md`: every table with its verdicts and a sample grid, the fidelity figures, stage times."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cafe_core.workbench import tracking
+from cafe_core.workbench.config import params_from_dict
+from cafe_core.workbench.paths import ProjectPaths
+from cafe_core.workbench.stages.report import write_report
+
+from helpers import tiny_raw
+
+
+def _written_results(root):
+    """What the table, evaluation and fidelity stages leave behind, in miniature."""
+    params = params_from_dict(tiny_raw())
+    paths = ProjectPaths(root)
+    for target, rows in params.ablations.items():
+        folder = paths.ablation(target)
+        folder.mkdir(parents=True)
+        (folder / "table.md").write_text(f"| variant |\n| --- |\n| {rows[0]} |\n\n| claim (paper) | verdict |\n")
+        for variant in rows:
+            samples = paths.variant_samples(variant)
+            samples.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((20, 30, 3), 128, np.uint8)).save(samples / "face.png")
+    paths.fidelity_results.mkdir(parents=True)
+    figures = {"face": {"ID": {"value": 0.4, "ceiling": 0.77, "ci95": [0.3, 0.5]}}, "system": {"assistant": "mse"}}
+    (paths.fidelity_results / "metrics.json").write_text(json.dumps(figures))
+    return params
+
+
+def test_report_holds_every_table_its_grid_the_fidelity_figures_and_stage_times(tmp_path):
+    params = _written_results(tmp_path)
+    text = write_report(params, tmp_path).read_text()
+    for target, rows in params.ablations.items():
+        assert f"(`{target}`)" in text and f"| {rows[0]} |" in text
+        assert f"![{target} samples](report/{target}.png)" in text
+        assert (tmp_path / f"results/report/{target}.png").is_file()
+    assert "| face | ID | 0.400 | [0.300, 0.500] | 0.770 |" in text
+    assert "No stage run with a recorded time" in text
+
+    run = tracking.open_stage_run("train_generator@main", params, tmp_path)
+    tracking.close_stage_run(run, "FINISHED", tmp_path, seconds=90.0)
+    again = tracking.open_stage_run("evaluate@both", params, tmp_path)
+    tracking.close_stage_run(again, "KILLED", tmp_path, seconds=30.0)  # killed: not a time the stage took
+    text = write_report(params, tmp_path).read_text()
+    assert "| train_generator@main | 1.5 | 1 |" in text and "evaluate@both" not in text
+
+
+def test_report_says_which_table_is_missing(tmp_path):
+    params = _written_results(tmp_path)
+    (ProjectPaths(tmp_path).ablation("ablation_loss") / "table.md").unlink()
+    with pytest.raises(FileNotFoundError, match="dvc repro ablation_loss"):
+        write_report(params, tmp_path)
