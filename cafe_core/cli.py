@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--generator", default=None, help="trained generator (key of params.yaml `generators`)")
         p.add_argument(
+            "--training-seed",
+            type=int,
+            default=None,
+            help="which training seed's G and M to load (one of params.yaml `seeds`; default: the first)",
+        )
+        p.add_argument(
             "--native-size",
             action="store_true",
             help="write images at the model's size (tiny in mini), not enlarged to >= 256 px",
@@ -124,7 +130,7 @@ def _load(params, root: Path, args):
         stage = (
             f"train_assistant@{args.assistant}"
             if args.command == "chat"
-            else f"train_generator@{args.generator or params.assistant.generator}"
+            else f"train_generator@{args.generator or params.variants[params.fidelity.variant].generator}"
         )
         hint = f"\nThe mini profile's models are built, not downloaded: run `bin/with-env dvc repro {stage}` in {root}."
     try:
@@ -133,6 +139,7 @@ def _load(params, root: Path, args):
             root,
             assistant=args.assistant if args.command == "chat" else None,
             generator=args.generator,
+            seed=args.training_seed,
             device=args.device,
         )
     except (ModelNotFoundError, FileNotFoundError) as err:

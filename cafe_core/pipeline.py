@@ -38,8 +38,10 @@ class Sampling:
     guidance: str = "both"
 
     @classmethod
-    def from_params(cls, g) -> Sampling:
-        return cls(g.sample_steps, g.scheduler, g.clip_scale, g.dino_scale)
+    def from_params(cls, g, chosen: dict | None = None) -> Sampling:
+        """``params.generator``'s settings; ``chosen`` (``{"clip_scale", "dino_scale"}``) replaces its scales."""
+        scales = (chosen["clip_scale"], chosen["dino_scale"]) if chosen else (g.clip_scale, g.dino_scale)
+        return cls(g.sample_steps, g.scheduler, *scales)
 
 
 @dataclass
@@ -113,36 +115,45 @@ class CafePipeline:
         *,
         assistant: str | None = "mse",
         generator: str | None = None,
+        seed: int | None = None,
         device: str | torch.device | None = None,
     ) -> CafePipeline:
-        """The profile's checkpoints, the trained assistant ``models/assistant/<assistant>`` and
-        generator ``models/generator/<generator>`` (default: the one the assistant was validated with).
+        """The profile's checkpoints, the trained assistant ``models/assistant/<assistant>/seed-<seed>``
+        and generator ``models/generator/<generator>/seed-<seed>`` (default: the one the assistant
+        was validated with; ``seed`` defaults to the first of ``params.seeds``), drawing with the
+        guidance scales chosen on validation where the stage ``guidance`` has run.
         ``assistant=None`` loads no language model: the fast path alone.
         On CUDA the frozen LM, encoders and G load in bf16; V, H and [GEN] stay float32."""
         from .models.assistant import CafeAssistant
         from .models.encoders import ClipEncoder, DinoEncoder
         from .models.generator import CafeGenerator
         from .workbench.paths import ProjectPaths
+        from .workbench.results import read_guidance
 
         paths = ProjectPaths(root)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         model_root = paths.model_root(params.profile)
-        generator = generator or params.assistant.generator
-        if generator not in params.generators:
-            raise KeyError(
-                f"unknown generator {generator!r} (params.yaml key 'generators'); known: {', '.join(params.generators)}"
-            )
         if assistant is not None and assistant not in params.assistants:
             raise KeyError(
                 f"unknown assistant {assistant!r} (params.yaml key 'assistants'); known: {', '.join(params.assistants)}"
             )
+        if generator is None:  # the assistant's own G, else the full system's
+            system = params.assistants[assistant] if assistant else params.variants[params.fidelity.variant]
+            generator = system.generator
+        if generator not in params.generators:
+            raise KeyError(
+                f"unknown generator {generator!r} (params.yaml key 'generators'); known: {', '.join(params.generators)}"
+            )
+        seed = params.seeds[0] if seed is None else seed
+        if seed not in params.seeds:
+            raise KeyError(f"training seed {seed} is not one of params.yaml `seeds` {params.seeds}")
         spec = params.generators[generator]
-        gen_dir = paths.generator(generator)
+        gen_dir = paths.generator(generator, seed)
         _require(gen_dir / "cafe_generator.json", f"train_generator@{generator}")
         lm = None
         if assistant is not None:
-            trained = paths.assistant(assistant)
+            trained = paths.assistant(assistant, seed)
             _require(trained / "assistant_config.json", f"train_assistant@{assistant}")
             lm = CafeAssistant.from_pretrained(
                 params.profile.lm, trained, model_root=model_root, device=device, dtype=dtype
@@ -152,7 +163,7 @@ class CafePipeline:
             ClipEncoder.from_pretrained(spec.clip, model_root=model_root, device=device, dtype=dtype),
             DinoEncoder.from_pretrained(spec.dino, model_root=model_root, device=device, dtype=dtype),
             CafeGenerator.from_pretrained(gen_dir, device=device, dtype=dtype),
-            Sampling.from_params(params.generator),
+            Sampling.from_params(params.generator, read_guidance(root)),
             max_new_tokens=params.assistant.max_new_tokens,
         )
 

@@ -60,7 +60,7 @@ def main() -> None:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
 
-    gen = CafeGenerator.from_pretrained(ProjectPaths(ROOT).generator("main"))
+    gen = CafeGenerator.from_pretrained(ProjectPaths(ROOT).generator("main", params.seeds[0]))
     clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
     dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
     data = load_filtered(ROOT)

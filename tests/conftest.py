@@ -74,8 +74,9 @@ def tiny_world(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def assistant_project(tiny_world):
-    """The tiny world with teacher data, G and the `mse` assistant trained; its training runs are
-    logged to `mlflow-assistant.db` in the project, where the tests read them back."""
+    """The tiny world with teacher data, G, its guidance scales and the `mse` assistant trained (every
+    training seed); its runs are logged to `mlflow-assistant.db` in the project, where the tests read them back."""
+    from cafe_core.workbench.stages.guidance import guidance_grid
     from cafe_core.workbench.stages.teacher_data import teacher_data
     from cafe_core.workbench.stages.train_assistant import train_assistant_stage
     from cafe_core.workbench.stages.train_generator import train_generator_stage
@@ -85,5 +86,6 @@ def assistant_project(tiny_world):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow-assistant.db'}")
         teacher_data(params, root)
         train_generator_stage(params, root, "main")
+        guidance_grid(params, root)
         selection = train_assistant_stage(params, root, "mse")
     return params, root, selection

@@ -54,8 +54,11 @@ def tiny_raw(steps: int = 4) -> dict:
         dialogues=120, val_dialogues=6, steps=steps, batch_size=8, checkpoint_every=2, max_new_tokens=12
     )
     raw["assistants"] = {
-        "mse": {"distance": "mse", "lambdas": [0.5, 2.0]},
-        "neg_cosine": {"distance": "neg_cosine", "lambdas": [1.0]},
+        "mse": {"distance": "mse", "lambdas": [0.5, 2.0], "generator": "main"},
+        "neg_cosine": {"distance": "neg_cosine", "lambdas": [1.0], "generator": "main"},
+        "mse_clip_small": {"distance": "mse", "lambdas": [1.0], "generator": "clip_small"},
     }
+    raw["seeds"] = [0, 1]  # two training seeds: every stage's seed loop runs, and the lambda a later seed inherits
+    raw["guidance"].update(clip_scales=[1.0, 3.0], dino_scales=[3.0], object_subjects=2, face_subjects=2, prompts=2)
     raw["evaluation"] = dict(object_subjects=2, face_subjects=2, prompts=2, images_per_prompt=1, references=2)
     return raw

@@ -19,24 +19,31 @@ pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes
 
 def test_lambda_is_chosen_on_validation_and_published(assistant_project):
     params, root, selection = assistant_project
-    grid = {r["lambda"]: r for r in selection["grid"]}
-    assert set(grid) == {0.5, 2.0}
+    first, later = params.seeds[0], params.seeds[1]
+    grid = {r["lambda"]: r for r in selection["seeds"][str(first)]["grid"]}
+    assert set(grid) == {0.5, 2.0}  # the whole grid on the first training seed
     best = max(grid.values(), key=lambda r: r["score"])
     assert selection["chosen_lambda"] == best["lambda"]
     for r in grid.values():
         assert -1 <= r["score"] <= 1 and -1 <= r["cosine"] <= 1 and 0 <= r["context_accuracy"] <= 1
-    out = ProjectPaths(root).assistant("mse")
-    chosen = out / "grid" / f"lambda-{best['lambda']:g}"
-    assert (out / "assistant.safetensors").read_bytes() == (chosen / "assistant.safetensors").read_bytes()
-    assert json.loads((out / "assistant_config.json").read_text())["lambda_"] == best["lambda"]
+    inherited = selection["seeds"][str(later)]
+    assert [r["lambda"] for r in inherited["grid"]] == [best["lambda"]] == [inherited["chosen_lambda"]]
+    for seed in params.seeds:
+        out = ProjectPaths(root).assistant("mse", seed)
+        chosen = out / "grid" / f"lambda-{best['lambda']:g}"
+        assert (out / "assistant.safetensors").read_bytes() == (chosen / "assistant.safetensors").read_bytes()
+        assert json.loads((out / "assistant_config.json").read_text())["lambda_"] == best["lambda"]
+    one, two = (ProjectPaths(root).assistant("mse", s) / "assistant.safetensors" for s in params.seeds)
+    assert one.read_bytes() != two.read_bytes()  # another training seed, another model
     assert json.loads((root / "results/assistant/mse.json").read_text())["chosen_lambda"] == best["lambda"]
-    assert not any((out.parent / ".checkpoints").glob("mse-*"))  # finished members leave no checkpoints
+    assert not any((root / "models/assistant/.checkpoints").glob("mse-*"))  # finished members leave none
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow-assistant.db'}")
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cafe-mini"], output_format="list")}
     stage = runs["train_assistant@mse"]
     assert stage.data.metrics["chosen_lambda"] == best["lambda"]
-    for lam in ("0.5", "2"):  # one nested run per lambda of the grid, with its model logged
-        member = runs[f"lambda-{lam}"]
+    members = [f"seed-{first}/lambda-0.5", f"seed-{first}/lambda-2", f"seed-{later}/lambda-{best['lambda']:g}"]
+    for name in members:  # one nested run per trained member, with its model logged
+        member = runs[name]
         assert member.data.tags["mlflow.parentRunId"] == stage.info.run_id
         assert "val/score" in member.data.metrics
         logged = [a.path for a in mlflow.MlflowClient().list_artifacts(member.info.run_id, "assistant")]
@@ -57,12 +64,13 @@ def test_rerun_trains_nothing(assistant_project, monkeypatch):
 def test_assistant_variants_quality_figures_and_table(assistant_project):
     params, root, _ = assistant_project
     train_assistant_stage(params, root, "neg_cosine")
-    for variant in ("mse", "neg_cosine", "gt_embedding", "real_images"):
+    for variant in ("both", "neg_cosine", "gt_embedding", "real_images"):
         result = evaluate_variant(params, root, variant)
         assert isinstance(result["object"]["DINO"], float) and isinstance(result["face"]["ID"], float)
-    quality = read_quality(root, "mse")
+    quality = read_quality(root, "both")  # averaged over the training seeds
     for domain in ("object", "face"):
         q = quality[domain]
+        assert q["seeds"] == len(params.seeds)
         assert q["turns"] == params.evaluation.prompts * params.evaluation.images_per_prompt * 2
         assert -1 <= q["cosine"] <= 1
         for key in (
@@ -89,13 +97,18 @@ def test_assistant_variants_quality_figures_and_table(assistant_project):
     with open(root / "results/ablation_loss/table.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["variant"] for r in table] == [r.variant for r in rows]
-    assert [r["variant"] for r in table[::2]] == ["mse", "neg_cosine", "gt_embedding", "real_images"]
+    assert [r["variant"] for r in table[::2]] == ["both", "neg_cosine", "gt_embedding", "real_images"]
+    assert [r["seeds"] for r in table[::2]] == [str(len(params.seeds))] * 3 + ["0"]  # the true renders train nothing
     verdicts = json.loads((root / "results/ablation_loss/verdicts.json").read_text())
-    assert [(v["higher"], v["lower"], v["metric"]) for v in verdicts] == [
-        ("mse", "neg_cosine", "ID"),
-        ("mse", "neg_cosine", "CLIP-T"),
+    assert [(v["higher"], v["lower"], v["metric"], v["seeds"]) for v in verdicts] == [
+        ("both", "neg_cosine", "ID", len(params.seeds)),
+        ("both", "neg_cosine", "CLIP-T", len(params.seeds)),
     ]
+    intervals = json.loads((root / "results/ablation_loss/intervals.json").read_text())
+    both_face = next(r for r in intervals if r["variant"] == "both" and r["domain"] == "face")
+    assert set(both_face["intervals"]["ID"]) >= {"half_width_from_seeds", "half_width_from_subjects", "ci95"}
+    assert read_quality(root, "neg_cosine") is not None
     mlflow.set_tracking_uri(tracking.tracking_uri(root))
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cafe-mini"], output_format="list")}
-    assert runs["evaluate@mse"].data.params["assistant"] == "mse"
-    assert "object/quality/cosine" in runs["evaluate@mse"].data.metrics
+    assert runs["evaluate@both"].data.params["assistant"] == "mse"
+    assert "object/quality/cosine" in runs["evaluate@both"].data.metrics

@@ -93,3 +93,23 @@ def test_shipped_sd2_settings_filter_at_the_papers_thresholds_and_read_real_data
     mini = load_params(project_root / "params.yaml")
     assert mini.data.train == mini.data.evaluation == "world"
     assert mini.teacher.clip_threshold is None  # mini calibrates its thresholds on null pairs
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r.update(seeds=[]), r"'seeds' must be a non-empty list of distinct seeds"),
+        (lambda r: r.update(seeds=[0, 0]), r"'seeds' must be a non-empty list of distinct seeds"),
+        (lambda r: r["variants"]["both"].update(assistant="msee"), r"'variants.both.assistant' names 'msee'"),
+        (lambda r: r["assistants"]["mse"].update(generator="huge"), r"'assistants.mse.generator' names 'huge'"),
+        (lambda r: r["fidelity"].update(variant="all"), r"'fidelity.variant' names 'all'"),
+        (
+            lambda r: r["variants"]["clip_small_dino_large"].update(assistant="mse"),
+            r"G 'clip_small' reads CLIP 'clip_small', but assistant 'mse' predicts embeddings of CLIP 'clip'",
+        ),
+    ],
+)
+def test_names_that_point_elsewhere_must_exist_and_c_hat_must_live_where_g_reads(raw, edit, message):
+    edit(raw)
+    with pytest.raises(ParamsError, match=message):
+        params_from_dict(raw)

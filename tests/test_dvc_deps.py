@@ -69,6 +69,21 @@ def test_the_report_reads_every_table_and_its_rows_sample_grids():
     assert "results/fidelity/metrics.json" in deps and "ablations" in DVC["report"]["params"]
 
 
+def test_each_evaluation_depends_on_the_models_it_draws_with():
+    """A variant's G and M (all training seeds), the guidance scales; the oracle row on the full system's G."""
+    evaluate = _body(DVC["evaluate"])
+    assert DVC["evaluate"]["foreach"] == "${variants}"
+    needed = {"models/generator/${item.generator}", "models/assistant/${item.assistant}", "results/guidance/grid.json"}
+    assert needed <= set(evaluate["deps"]) and "seeds" in evaluate["params"]
+    assert all(spec.get("assistant") for spec in PARAMS["variants"].values()), "every table row draws from c_hat"
+    system = PARAMS["variants"][PARAMS["fidelity"]["variant"]]["generator"]
+    gt = DVC["evaluate_gt_embedding"]
+    assert f"models/generator/${{variants.{PARAMS['fidelity']['variant']}.generator}}" in gt["deps"]
+    assert system == PARAMS["guidance"]["generator"]  # the scales are chosen on the G the full system uses
+    assistant = _body(DVC["train_assistant"])
+    assert {"models/generator/${item.generator}", "results/guidance/grid.json"} <= set(assistant["deps"])
+
+
 def test_every_notebook_is_a_stage_or_the_chat_demo():
     staged = {stage_command(_body(s)["cmd"], ROOT)[1].stem for s in DVC.values()}
     assert staged | {"chat"} == {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
@@ -81,3 +96,27 @@ def test_generator_training_reads_only_the_keys_its_weights_depend_on():
     declared = [p for p in _body(DVC["train_generator"])["params"] if p.startswith("generator.")]
     assert declared == [f"generator.{k}" for k in GeneratorParams.TRAINING_KEYS]
     assert "generator" not in _body(DVC["train_generator"])["params"]
+
+
+def test_plumbing_edits_keep_skip_keys_and_model_edits_change_them(tmp_path, monkeypatch):
+    """Editing how params are read or runs are logged reruns a stage without retraining its model."""
+    from cafe_core.workbench import code_deps
+
+    real = code_deps.module_file
+    before = code_deps.code_digest("cafe_core.world.pretrain")
+
+    def edited(name):
+        def module_file(module):
+            path = real(module)
+            if module != name:
+                return path
+            copy = tmp_path / f"{module}.py"
+            copy.write_text(path.read_text() + "\n# an edit\n")
+            return copy
+
+        return module_file
+
+    monkeypatch.setattr(code_deps, "module_file", edited("cafe_core.workbench.config"))
+    assert code_deps.code_digest("cafe_core.world.pretrain") == before
+    monkeypatch.setattr(code_deps, "module_file", edited("cafe_core.world.pretrain"))
+    assert code_deps.code_digest("cafe_core.world.pretrain") != before

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from cafe_core.benchmarks.metrics import CONTEXT, fidelity_figures
-from cafe_core.benchmarks.statistics import bootstrap_ci
 from cafe_core.workbench.stages.fidelity import fidelity_report, probe_folder
 from cafe_core.world import World, WorldConfig
 from cafe_core.world.datasets import render_set
@@ -93,19 +92,6 @@ def test_fidelity_figures_count_only_judged_attributes():
         fidelity_figures([])
 
 
-def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_subjects():
-    rng = np.random.default_rng(0)
-    few, many = rng.normal(0.5, 0.1, 8), rng.normal(0.5, 0.1, 200)
-    low, high = bootstrap_ci(few, seed=0)
-    assert low < few.mean() < high
-    low2, high2 = bootstrap_ci(many, seed=0)
-    assert high2 - low2 < high - low
-    assert bootstrap_ci(few, seed=1) != (low, high) and bootstrap_ci(few, seed=0) == (low, high)  # seeded
-    assert bootstrap_ci([0.25], seed=0) == (0.25, 0.25)
-    with pytest.raises(ValueError, match="non-empty"):
-        bootstrap_ci([], seed=0)
-
-
 def test_probe_stage_saves_a_probe_that_describes_itself(tiny_world):
     params, root = tiny_world
     probe = FidelityProbe.from_pretrained(probe_folder(params, root))
@@ -130,11 +116,13 @@ def test_fidelity_report_sets_the_system_beside_true_renders(assistant_project):
     from cafe_core.workbench.stages.evaluate import evaluate_variant
 
     params, root, _ = assistant_project
-    for variant in ("mse", "real_images"):
+    system = params.fidelity.variant
+    for variant in (system, "real_images"):
         result = evaluate_variant(params, root, variant)
         assert {"attributes", "all_attributes", "context"} <= set(result["object"]) & set(result["face"])
-    subjects = read_subject_scores(root, "mse")
-    assert len(subjects) == params.evaluation.object_subjects + params.evaluation.face_subjects
+    subjects = read_subject_scores(root, system)  # one row per training seed and subject
+    assert len(subjects) == len(params.seeds) * (params.evaluation.object_subjects + params.evaluation.face_subjects)
+    assert sorted({r["seed"] for r in subjects}) == params.seeds
     report = fidelity_report(params, root, resamples=200)
     assert report == json.loads((root / "results/fidelity/metrics.json").read_text())
     for domain, identity in (("object", None), ("face", "ID")):
@@ -150,7 +138,10 @@ def test_fidelity_report_sets_the_system_beside_true_renders(assistant_project):
             else:
                 low, high = f["ci95"]
                 assert low <= f["value"] <= high and f["ceiling"] is not None
-    assert report["system"]["assistant"] == params.fidelity.assistant
+                assert f["half_width_from_seeds"] >= 0 and f["half_width_from_subjects"] >= 0
+    assert report["system"]["variant"] == system
+    assert report["system"]["assistant"] == params.variants[system].assistant
+    assert report["system"]["training_seeds"] == params.seeds
 
 
 def test_a_reason_fits_only_the_contexts_its_wish_leads_to(world):

@@ -18,6 +18,7 @@ from cafe_core.workbench.results import read_scores
 from cafe_core.workbench.stages.ablation import ablation_table
 from cafe_core.workbench.stages.evaluate import PromptReferences, evaluate_variant, reference_pipeline
 from cafe_core.workbench.stages.teacher_data import teacher_data
+from cafe_core.workbench.stages.train_assistant import train_assistant_stage
 from cafe_core.workbench.stages.train_generator import train_generator_stage
 from cafe_core.world import World, make_world
 
@@ -25,8 +26,10 @@ pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_world):
-    params, root = tiny_world
+def trained(assistant_project):
+    """The tiny world with teacher data, G (every training seed), its guidance scales and the `mse`
+    assistant, which the variants draw c_hat from; a second call of each stage reuses what is built."""
+    params, root, _ = assistant_project
     report = teacher_data(params, root)
     stats = train_generator_stage(params, root, "main")
     return params, root, report, stats
@@ -42,10 +45,13 @@ def test_teacher_filter_report(trained):
 
 
 def test_generator_is_saved_and_loads(trained):
-    _, root, _, stats = trained
-    assert stats["loss"] > 0
-    gen = CafeGenerator.from_pretrained(ProjectPaths(root).generator("main"))
-    assert gen.config.attention == "joint"
+    params, root, _, stats = trained
+    assert sorted(stats) == params.seeds and all(s["loss"] > 0 for s in stats.values())
+    for seed in params.seeds:
+        gen = CafeGenerator.from_pretrained(ProjectPaths(root).generator("main", seed))
+        assert gen.config.attention == "joint"
+    one, two = (ProjectPaths(root).generator("main", s) / "cafe_conditioning.safetensors" for s in params.seeds)
+    assert one.read_bytes() != two.read_bytes()  # each training seed starts G's new layers its own way
     assert not (root / "models/generator/.checkpoints").exists() or not any(
         (root / "models/generator/.checkpoints").iterdir()
     )
@@ -73,7 +79,9 @@ def test_variants_and_table(trained):
     assert {r["variant"] for r in table} == {"clip_only", "dino_only", "both", "real_images"}
     assert list(table[0])[:8] == ["variant", "domain", "DINO", "CLIP-I", "CLIP-T", "ID", "attributes", "context"]
     assert all(0 <= float(r["attributes"]) <= 1 and 0 <= float(r["context"]) <= 1 for r in table)
-    assert all(float(r["CLIP-T_ci95"]) >= 0 and r["seeds"] == "1" for r in table)  # one training seed here
+    assert all(float(r["CLIP-T_ci95"]) >= 0 for r in table)
+    assert {r["seeds"] for r in table if r["variant"] != "real_images"} == {str(len(params.seeds))}
+    assert {r["seeds"] for r in table if r["variant"] == "real_images"} == {"0"}  # true renders: nothing trained
     verdicts = json.loads((root / "results/ablation_embeddings/verdicts.json").read_text())
     assert [v["claim"] for v in verdicts] == [c.claim for c in CLAIMS["ablation_embeddings"]]
     assert all(v["verdict"] in ("holds", "reversed", "within_noise") and v["domain"] == "face" for v in verdicts)
@@ -117,6 +125,7 @@ def test_evaluation_on_the_real_dreambench_photos(trained, dreambench, tmp_path,
     copy = tmp_path / "project"  # results of this evaluation must not replace the world's
     shutil.copytree(root / "models", copy / "models")
     shutil.copytree(root / "data", copy / "data")
+    shutil.copytree(root / "results/guidance", copy / "results/guidance")
     monkeypatch.setenv("CAFE_DREAMBENCH", str(dreambench))
     params = dataclasses.replace(params, data=DataParams(train="world", evaluation="dreambench"))
     result = evaluate_variant(params, copy, "both")
@@ -127,9 +136,38 @@ def test_evaluation_on_the_real_dreambench_photos(trained, dreambench, tmp_path,
         evaluate_variant(params, copy, "real_images")
 
 
+def test_g_alone_draws_from_the_base_models_image_of_the_prompt(trained):
+    """A variant without an assistant evaluates G by itself (eq. 4's x_ref from the plain prompt)."""
+    import dataclasses
+
+    from cafe_core.workbench.config import VariantSpec
+
+    params, root, _, _ = trained
+    alone = dataclasses.replace(params, variants={**params.variants, "g_alone": VariantSpec("main", "both")})
+    result = evaluate_variant(alone, root, "g_alone")
+    assert set(result) == {"object", "face"} and "attributes" in result["face"]
+    rows = json.loads((root / "results/variants/g_alone/subjects.json").read_text())
+    assert sorted({r["seed"] for r in rows}) == params.seeds
+    assert json.loads((root / "results/variants/g_alone/quality.json").read_text()) == {"g_alone": {}}
+
+
+def test_a_killed_evaluation_resumes_at_the_seed_it_was_scoring(trained, monkeypatch):
+    """A finished training seed's scores are kept: a rerun after a kill draws only what is left."""
+    from cafe_core.workbench.stages import evaluate
+
+    params, root, _, _ = trained
+    first = evaluate_variant(params, root, "clip_only")
+
+    def no_drawing(*args, **kwargs):
+        raise AssertionError("a scored training seed was drawn again")
+
+    monkeypatch.setattr(evaluate._Drawer, "for_variant", no_drawing)
+    assert evaluate_variant(params, root, "clip_only") == first
+
+
 def test_fast_path_takes_reference_images(trained):
     params, root, _, _ = trained
-    pipe = reference_pipeline(params, root, "main")
+    pipe = reference_pipeline(params, root, "main", params.seeds[0])
     world = make_world(params)
     subject = world.subjects("object", "eval")[0]
     photo = world.render(subject, None, seed=3).image
@@ -162,24 +200,26 @@ def test_encoder_ablation_table(trained):
     params, root, _, _ = trained
     for name in ("clip_small", "dino_small"):
         train_generator_stage(params, root, name)
+    train_assistant_stage(params, root, "mse_clip_small")  # c_hat in the smaller CLIP's space
     for variant in ("clip_small_dino_large", "clip_large_dino_small", "both", "real_images"):
         evaluate_variant(params, root, variant)
     rows = ablation_table(params, root, "ablation_encoders")
     assert [r.variant for r in rows[::2]] == ["clip_small_dino_large", "clip_large_dino_small", "both", "real_images"]
-    small = CafeGenerator.from_pretrained(ProjectPaths(root).generator("clip_small"))
-    main = CafeGenerator.from_pretrained(ProjectPaths(root).generator("main"))
+    small = CafeGenerator.from_pretrained(ProjectPaths(root).generator("clip_small", params.seeds[0]))
+    main = CafeGenerator.from_pretrained(ProjectPaths(root).generator("main", params.seeds[0]))
     assert small.config.clip_dim == main.config.clip_dim  # both CLIPs project to the same width
     assert (ProjectPaths(root).ablation("ablation_encoders") / "table.md").is_file()
 
 
 def test_generator_training_is_reproducible(trained, tmp_path):
-    """Two runs of the stage train the same G bit for bit (its new layers start from params.seed)."""
+    """Two runs of the stage train the same G bit for bit, seed by seed (new layers start from the training seed)."""
     import shutil
 
     params, root, _, _ = trained
     for folder in ("models/world", "data/teacher_filtered", "data/features"):
         shutil.copytree(root / folder, tmp_path / folder)
     train_generator_stage(params, tmp_path, "main")
-    first, again = ProjectPaths(root).generator("main"), ProjectPaths(tmp_path).generator("main")
-    for file in ("unet/diffusion_pytorch_model.safetensors", "cafe_conditioning.safetensors"):
-        assert (first / file).read_bytes() == (again / file).read_bytes(), file
+    for seed in params.seeds:
+        first, again = ProjectPaths(root).generator("main", seed), ProjectPaths(tmp_path).generator("main", seed)
+        for file in ("unet/diffusion_pytorch_model.safetensors", "cafe_conditioning.safetensors"):
+            assert (first / file).read_bytes() == (again / file).read_bytes(), file

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "bootstrap_ci", "score_grid", "seeds_and_subjects_interval"]
-
-
-def bootstrap_ci(values: Sequence[float], *, seed: int, resamples: int = 2000) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the mean of ``values`` (one value per subject).
-
-    scipy's bootstrap resamples the subjects with replacement; a single value has no spread to
-    resample, so its interval is the value itself.
-    """
-    from scipy.stats import bootstrap
-
-    data = np.asarray(values, dtype=np.float64)
-    if data.ndim != 1 or len(data) == 0:
-        raise ValueError(f"values must be a non-empty 1-d sequence, got shape {data.shape}")
-    if len(data) == 1 or np.all(data == data[0]):
-        return float(data[0]), float(data[0])
-    result = bootstrap((data,), np.mean, confidence_level=0.95, n_resamples=resamples, method="percentile", rng=seed)
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+__all__ = ["Interval", "score_grid", "seeds_and_subjects_interval"]
 
 
 @dataclass(frozen=True)

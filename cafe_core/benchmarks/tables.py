@@ -27,7 +27,10 @@ class ProtocolRow:
     """One line of a protocol table: a model variant's scores on one domain (``None``: not measured).
 
     ``ci95`` holds each measured score's 95% half-width (by column name) and ``seeds`` how many
-    training seeds the means are over; both empty for a row given without intervals.
+    training seeds the means are over (0: a row that trains nothing, the true renders); both
+    empty for a row given without intervals. ``intervals`` keeps each score's whole
+    :class:`~.statistics.Interval` (``to_dict()``), with the parts of its width from seeds and
+    from subjects.
     """
 
     variant: str
@@ -40,6 +43,7 @@ class ProtocolRow:
     context: float | None = None
     ci95: Mapping[str, float] = field(default_factory=dict)
     seeds: int | None = None
+    intervals: Mapping[str, dict] = field(default_factory=dict, compare=False)
 
     def scores(self) -> dict[str, float | None]:
         """The scores keyed by column (``CLIP-I`` rather than the attribute name ``CLIP_I``)."""
@@ -65,20 +69,23 @@ def interval_rows(variant: str, rows_by_seed: Mapping[int, list[dict]], *, seed:
     """A variant's rows, one per domain: each score the mean over (training seed, subject) cells,
     with the 95% half-width of a bootstrap over seeds and subjects (:mod:`.statistics`).
 
-    ``rows_by_seed``: each training seed's per-subject rows (``{"subject", "domain", metric: value}``).
+    ``rows_by_seed``: each training seed's per-subject rows (``{"subject", "domain", metric: value}``);
+    the key None holds the rows of a variant that trains nothing (its ``seeds`` is 0).
     """
     domains = list(dict.fromkeys(r["domain"] for rows in rows_by_seed.values() for r in rows))
     out = []
     for domain in domains:
         subjects = sorted({r["subject"] for rows in rows_by_seed.values() for r in rows if r["domain"] == domain})
-        means, half = {}, {}
+        means, half, whole = {}, {}, {}
         for metric in METRICS:
             grid = score_grid(rows_by_seed, metric, domain, subjects)
             if np.isnan(grid).all():
                 continue
             interval = seeds_and_subjects_interval(grid, seed=seed)
-            means[metric], half[metric] = interval.mean, interval.half_width
-        out.append(ProtocolRow(variant, domain, *(means.get(m) for m in METRICS), ci95=half, seeds=len(rows_by_seed)))
+            means[metric], half[metric], whole[metric] = interval.mean, interval.half_width, interval.to_dict()
+        seeds = sum(s is not None for s in rows_by_seed)
+        scores = (means.get(m) for m in METRICS)
+        out.append(ProtocolRow(variant, domain, *scores, ci95=half, seeds=seeds, intervals=whole))
     return out
 
 
@@ -98,7 +105,7 @@ def write_table(
     csv.writer(csv_text, lineterminator="\n").writerows([header, *cells])
     shown = [[row.variant, row.domain, *(_shown(v, row.ci95.get(m)) for m, v in row.scores().items())] for row in rows]
     markdown = [_md_line(COLUMNS), _md_line(["---"] * len(COLUMNS)), *(_md_line(line) for line in shown)]
-    seeds = sorted({row.seeds for row in rows if row.seeds is not None})
+    seeds = sorted({row.seeds for row in rows if row.seeds})
     if seeds:
         markdown += [
             "",

@@ -71,6 +71,12 @@ class DataSource:
         """Evaluation cases of ``domain``: subjects never seen in training, their photos and prompts."""
         raise self._missing(f"evaluation cases of domain {domain!r}")
 
+    def validation_cases(
+        self, domain: str, n_subjects: int, n_prompts: int, seed: int, n_references: int
+    ) -> list[EvalCase]:
+        """Cases like :meth:`eval_cases` on other unseen subjects, for choosing sampling settings."""
+        raise self._missing(f"validation cases of domain {domain!r}")
+
     def target_images(self, case: EvalCase, seeds: Sequence[int]) -> np.ndarray:
         """Ground-truth images of each prompt of ``case`` (one render seed each): the ceiling row."""
         raise self._missing("ground-truth target images (the real_images and gt_embedding rows need them)")

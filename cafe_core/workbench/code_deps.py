@@ -19,6 +19,7 @@ from pathlib import Path
 
 __all__ = [
     "PACKAGE",
+    "PLUMBING",
     "code_digest",
     "direct_imports",
     "import_closure",
@@ -78,8 +79,29 @@ def import_closure(modules: set[str]) -> set[str]:
     return seen
 
 
+PLUMBING = frozenset(
+    {
+        "cafe_core.workbench",
+        "cafe_core.workbench.artifacts",
+        "cafe_core.workbench.code_deps",
+        "cafe_core.workbench.config",
+        "cafe_core.workbench.notebook",
+        "cafe_core.workbench.paths",
+        "cafe_core.workbench.plots",
+        "cafe_core.workbench.results",
+        "cafe_core.workbench.stages",
+        "cafe_core.workbench.tracking",
+    }
+)
+"""Modules that decide where files go, what is logged and how ``params.yaml`` is read, never what a
+model learns: :func:`code_digest` leaves their source out. The values they read are in every skip
+key already (each key hashes its params), so editing them reruns a stage (DVC still lists them as
+code dependencies) without retraining a model that is up to date."""
+
+
 def code_digest(*modules: str) -> str:
-    """A hash of the source of ``modules`` and everything they import: part of every skip key.
+    """A hash of the source of ``modules`` and everything they import, :data:`PLUMBING` aside: part
+    of every skip key.
 
     A trained folder is reused only when its key matches, so with this in the key a code change
     retrains what it touches, and ``dvc.lock`` never pairs new code with an old model.
@@ -87,7 +109,7 @@ def code_digest(*modules: str) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for module in sorted(import_closure(set(modules))):
+    for module in sorted(import_closure(set(modules)) - PLUMBING):
         digest.update(module.encode() + b"\0" + module_file(module).read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 

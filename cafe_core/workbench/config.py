@@ -201,7 +201,7 @@ class FidelityProbeParams:
 class FidelityParams:
     """CAFE-mini's fidelity figures: the probe, and the system ``results/fidelity/metrics.json`` reports."""
 
-    assistant: str  # key of `assistants`: the full system (c = c_hat of this assistant)
+    variant: str  # key of `variants`: the full system (c = c_hat of its assistant, both branches)
     probe: FidelityProbeParams
 
 
@@ -258,10 +258,17 @@ class GeneratorSpec:
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """An evaluated variant: a trained generator and the guidance branches it samples with."""
+    """An evaluated variant: a trained generator, the guidance branches it samples with, and where c comes from.
+
+    ``assistant`` names the trained M whose c_hat for the CAFE-phrased request is c (the system
+    the paper evaluates); None draws G alone, c = E_c of the base model's image of the plain
+    prompt (eq. 4's x_ref). ``quality``: also measure the assistant's words (quality.json).
+    """
 
     generator: str  # key of `generators`
     guidance: str  # "both", "clip_only" or "dino_only"
+    assistant: str | None = None  # key of `assistants`
+    quality: bool = False
 
 
 @dataclass(frozen=True)
@@ -280,16 +287,30 @@ class AssistantParams:
     lr: float
     weight_decay: float
     checkpoint_every: int
-    generator: str  # key of `generators`: the G that draws from c_hat (validation, evaluation, chat)
     max_new_tokens: int
 
 
 @dataclass(frozen=True)
 class AssistantSpec:
-    """A trained assistant of table 4: its distance in eq. 2 and the lambda grid searched on validation."""
+    """A trained assistant: its distance in eq. 2, the lambda grid searched on validation (on the
+    first training seed; later seeds train the lambda it chose), and the G it is validated with,
+    whose CLIP space c_hat lives in."""
 
     distance: str  # "mse" or "neg_cosine"
     lambdas: list[float]
+    generator: str  # key of `generators`
+
+
+@dataclass(frozen=True)
+class GuidanceGridParams:
+    """The guidance scales (s_c, s_d) of eq. 3 searched on validation subjects (never the tables' subjects)."""
+
+    generator: str  # key of `generators`: the G whose first training seed is searched
+    clip_scales: list[float]
+    dino_scales: list[float]
+    object_subjects: int
+    face_subjects: int
+    prompts: int
 
 
 @dataclass(frozen=True)
@@ -314,7 +335,8 @@ class EvalParams:
 @dataclass(frozen=True)
 class Params:
     profile: Profile
-    seed: int
+    seed: int  # the world, data and evaluation cases: one draw shared by every training seed
+    seeds: list[int]  # training seeds of every trained G and M
     threads: int  # torch intra-op threads; 0 keeps torch's default
     world: WorldParams
     data: DataParams
@@ -328,6 +350,7 @@ class Params:
     assistant: AssistantParams
     assistants: dict[str, AssistantSpec]
     evaluation: EvalParams
+    guidance: GuidanceGridParams
     ablations: dict[str, list[str]]  # target -> variants in its table
     source: Path | None = field(default=None, compare=False)
 
@@ -424,7 +447,35 @@ def params_from_dict(
     chosen = data.get("profile")
     if isinstance(chosen, str) and chosen in overrides:
         data = _merge(data, overrides[chosen], f"profile_overrides.{chosen}", source)
-    return dataclasses.replace(_from_dict(Params, data, "", source), source=path)
+    params = _from_dict(Params, data, "", source)
+    _check_references(params, source)
+    return dataclasses.replace(params, source=path)
+
+
+def _check_references(params: Params, source: str) -> None:
+    """Keys that name other entries must name existing ones, and c_hat must live in the CLIP G reads."""
+
+    def need(key: str, name: str | None, table: dict, where: str) -> None:
+        if name is not None and name not in table:
+            raise ParamsError(f"{source}: key '{key}' names {name!r}, not a key of '{where}' ({', '.join(table)})")
+
+    if not params.seeds or len(set(params.seeds)) != len(params.seeds):
+        raise ParamsError(f"{source}: key 'seeds' must be a non-empty list of distinct seeds, got {params.seeds}")
+    for name, spec in params.assistants.items():
+        need(f"assistants.{name}.generator", spec.generator, params.generators, "generators")
+    for name, spec in params.variants.items():
+        need(f"variants.{name}.generator", spec.generator, params.generators, "generators")
+        need(f"variants.{name}.assistant", spec.assistant, params.assistants, "assistants")
+        if spec.assistant is not None:
+            reads = params.generators[spec.generator].clip
+            lives = params.generators[params.assistants[spec.assistant].generator].clip
+            if reads != lives:
+                raise ParamsError(
+                    f"{source}: variant {name!r}: G {spec.generator!r} reads CLIP {reads!r}, but assistant "
+                    f"{spec.assistant!r} predicts embeddings of CLIP {lives!r}"
+                )
+    need("fidelity.variant", params.fidelity.variant, params.variants, "variants")
+    need("guidance.generator", params.guidance.generator, params.generators, "generators")
 
 
 def _merge(base: dict, override: Any, where: str, source: str) -> dict:

@@ -34,13 +34,13 @@ class ProjectPaths:
         checkpoints, resolved through ``CAFE_MODEL_ROOT`` or the Hugging Face cache."""
         return self.root / profile.model_root if profile.model_root else None
 
-    def generator(self, name: str) -> Path:
-        """A trained G, ``models/generator/<name>``."""
-        return self.models / "generator" / name
+    def generator(self, name: str, seed: int) -> Path:
+        """G ``name`` trained with training seed ``seed``: ``models/generator/<name>/seed-<seed>``."""
+        return self.models / "generator" / name / f"seed-{seed}"
 
-    def assistant(self, name: str) -> Path:
-        """A trained M (V, H and [GEN]), ``models/assistant/<name>``."""
-        return self.models / "assistant" / name
+    def assistant(self, name: str, seed: int) -> Path:
+        """M ``name`` (V, H and [GEN]) of training seed ``seed``: ``models/assistant/<name>/seed-<seed>``."""
+        return self.models / "assistant" / name / f"seed-{seed}"
 
     def checkpoints(self, kind: str) -> Path:
         """Resumable checkpoints of unfinished training runs of ``kind`` (generator, assistant, world)."""
@@ -123,8 +123,13 @@ class ProjectPaths:
         return self.results / "fidelity"
 
     def assistant_selection(self, name: str) -> Path:
-        """The lambda grid of assistant ``name`` and the lambda chosen on validation."""
+        """The lambda grid of assistant ``name`` and the lambda chosen on validation, per training seed."""
         return self.results / "assistant" / f"{name}.json"
+
+    @property
+    def guidance_grid(self) -> Path:
+        """The guidance scales searched on validation subjects and the pair chosen: what every draw of G uses."""
+        return self.results / "guidance" / "grid.json"
 
     def ablation(self, target: str) -> Path:
         """An ablation table's folder (``table.md``, ``table.csv``)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .paths import ProjectPaths
 
-__all__ = ["read_quality", "read_scores", "read_subject_scores"]
+__all__ = ["read_guidance", "read_quality", "read_scores", "read_subject_scores", "rows_by_seed"]
 
 
 def read_scores(root: Path, variant: str) -> dict[str, dict[str, float]]:
@@ -23,11 +23,20 @@ def read_scores(root: Path, variant: str) -> dict[str, dict[str, float]]:
 
 
 def read_subject_scores(root: Path, variant: str) -> list[dict]:
-    """An evaluated variant's scores per held-out subject: ``[{"subject", "domain", metric: mean}]``."""
+    """An evaluated variant's scores per training seed and held-out subject:
+    ``[{"subject", "domain", "seed", metric: mean}]``."""
     path = ProjectPaths(root).variant_subjects(variant)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `dvc repro evaluate@{variant}` first")
     return json.loads(path.read_text())
+
+
+def rows_by_seed(rows: list[dict]) -> dict[int | None, list[dict]]:
+    """Per-subject rows grouped by the training seed they name (None: a variant that trains nothing)."""
+    out: dict[int | None, list[dict]] = {}
+    for row in rows:
+        out.setdefault(row.get("seed"), []).append(row)
+    return out
 
 
 def read_quality(root: Path, variant: str) -> dict[str, dict] | None:
@@ -35,7 +44,14 @@ def read_quality(root: Path, variant: str) -> dict[str, dict] | None:
     path = ProjectPaths(root).variant(variant) / "quality.json"
     if not path.is_file():
         return None
-    return {domain: figures["quality"] for domain, figures in _variant_entry(path, variant).items()}
+    return {domain: figures["quality"] for domain, figures in _variant_entry(path, variant).items()} or None
+
+
+def read_guidance(root: Path) -> dict | None:
+    """The guidance scales chosen on validation subjects (``{"clip_scale", "dino_scale"}``), or
+    None where the stage ``guidance`` has not run."""
+    path = ProjectPaths(root).guidance_grid
+    return json.loads(path.read_text())["chosen"] if path.is_file() else None
 
 
 def _variant_entry(path: Path, variant: str) -> dict:

@@ -10,22 +10,37 @@ from ..benchmarks.dreambench import cafe_prompt
 from ..data.cases import EvalCase, EvalPrompt
 from .world import Context, Subject, World
 
-__all__ = ["mini_eval_cases"]
+__all__ = ["VALIDATION_EVERY", "mini_eval_cases"]
+
+VALIDATION_EVERY = 8
+"""Every eighth held-out subject (world order) is a validation subject: sampling settings are
+chosen on those, and the tables are measured on the others."""
 
 
 def mini_eval_cases(
-    world: World, domain: str, n_subjects: int, n_prompts: int, seed: int, *, n_references: int = 4
+    world: World,
+    domain: str,
+    n_subjects: int,
+    n_prompts: int,
+    seed: int,
+    *,
+    n_references: int = 4,
+    part: str = "test",
 ) -> list[EvalCase]:
     """DreamBench-style cases on ``n_subjects`` held-out subjects of ``domain``.
 
     Subjects come from the eval split only (tuning-free means unseen subjects) and keep world
-    order. Every case shares the same ``n_prompts`` contexts, so per-subject scores compare;
+    order; ``part`` ``"val"`` draws from its validation subjects, ``"test"`` from the others.
+    Every case shares the same ``n_prompts`` contexts, so per-subject scores compare;
     ``n_prompts=len(world.contexts(domain))`` (25) is the full protocol. Each subject gets its own
     render seeds, so no two subjects share a scene. Everything is fixed by ``seed``. A case's
     ``key`` is the world's subject and each prompt's ``key`` its context.
     """
+    if part not in ("test", "val"):
+        raise ValueError(f"part must be 'test' or 'val', got {part!r}")
     rng = np.random.default_rng(seed)
-    subjects = world.subjects(domain, "eval")
+    held_out = world.subjects(domain, "eval")
+    subjects = [s for i, s in enumerate(held_out) if (i % VALIDATION_EVERY == 0) == (part == "val")]
     contexts = world.contexts(domain)
     _check_count("n_subjects", n_subjects, len(subjects))
     _check_count("n_prompts", n_prompts, len(contexts))

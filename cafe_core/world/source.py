@@ -55,6 +55,12 @@ class WorldSource(DataSource):
     def eval_cases(self, domain: str, n_subjects: int, n_prompts: int, seed: int, n_references: int) -> list[EvalCase]:
         return mini_eval_cases(self.world, domain, n_subjects, n_prompts, seed, n_references=n_references)
 
+    def validation_cases(
+        self, domain: str, n_subjects: int, n_prompts: int, seed: int, n_references: int
+    ) -> list[EvalCase]:
+        """Cases on the held-out validation subjects (every eighth), never in the tables."""
+        return mini_eval_cases(self.world, domain, n_subjects, n_prompts, seed, n_references=n_references, part="val")
+
     def target_images(self, case: EvalCase, seeds: Sequence[int]) -> np.ndarray:
         """True renders of the case's subject in each prompt's context."""
         n = len(case.prompts)

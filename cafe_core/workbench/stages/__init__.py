@@ -1,9 +1,11 @@
 """One module per DVC stage; the notebooks call these functions and plot.
 
-    pretrain_world -> teacher_data -> train_generator@<name> -> evaluate@<variant> -> ablation (tables 5, 6)
-                                           \\-> train_assistant@<name> -> evaluate_assistant@<name> -> table 4
-                                                                                      \\-> fidelity
+    pretrain_world -> teacher_data -> train_generator@<name> -> guidance -> train_assistant@<name>
+        -> evaluate@<variant> -> ablation_* (tables 4, 5, 6), fidelity -> report
     pretrain_world -> fidelity_probe, which judges the drawings of every evaluation (CAFE-mini)
+
+Each G and M is trained once per training seed (``params.yaml: seeds``), and each evaluation
+scores every seed on the same held-out cases, so the tables' intervals cover both.
 
 Every stage reads ``params.yaml`` through :class:`~cafe_core.workbench.config.Params`, takes its
 locations from :class:`~cafe_core.workbench.paths.ProjectPaths`, writes atomically, and can be

@@ -54,6 +54,12 @@ def _fidelity(params, root, name):
     return fidelity_report(params, root)
 
 
+def _guidance(params, root, name):
+    from .guidance import guidance_grid
+
+    return guidance_grid(params, root)
+
+
 def _ablation(params, root, name):
     from .ablation import ablation_table
 
@@ -71,7 +77,8 @@ STAGES: dict[str, tuple[Callable, str | None]] = {
     "teacher_data": (_teacher, None),
     "train_generator": (_generator, None),  # NAME: a key of `generators`
     "train_assistant": (_assistant, None),  # NAME: a key of `assistants`
-    "evaluate": (_evaluate, None),  # NAME: a variant, an assistant, gt_embedding or real_images
+    "guidance": (_guidance, None),  # s_c and s_d chosen on validation subjects
+    "evaluate": (_evaluate, None),  # NAME: a variant, gt_embedding or real_images
     "fidelity_probe": (_fidelity_probe, None),
     "fidelity": (_fidelity, None),  # the full system's fidelity figures
     "ablation": (_ablation, None),  # NAME: a key of `ablations`
@@ -79,7 +86,7 @@ STAGES: dict[str, tuple[Callable, str | None]] = {
 }
 """Stage name -> (runner, default NAME; None: NAME is required, except for the stages without one)."""
 
-_UNNAMED = ("teacher_data", "fidelity_probe", "fidelity", "report")
+_UNNAMED = ("teacher_data", "guidance", "fidelity_probe", "fidelity", "report")
 
 
 def main(argv: list[str] | None = None) -> None:

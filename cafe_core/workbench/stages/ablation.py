@@ -1,8 +1,9 @@
 """Stages ``ablation_embeddings`` (table 6), ``ablation_encoders`` (table 5), ``ablation_loss`` (table 4).
 
 Each collects its evaluated variants (``params.yaml: ablations``, the one list of a table's rows)
-into ``results/<target>/table.{md,csv}``, each score with its 95% interval, judges the paper's
-claims about those rows into ``results/<target>/verdicts.json``, and logs one MLflow run that
+into ``results/<target>/table.{md,csv}``, each score with its 95% interval (``intervals.json``:
+each interval whole, with the parts of its width from training seeds and from subjects), judges
+the paper's claims about those rows into ``results/<target>/verdicts.json``, and logs one MLflow run that
 links to the rows' evaluation runs.
 """
 
@@ -18,7 +19,7 @@ from ...utils.files import atomic_write_json
 from .. import tracking
 from ..config import Params
 from ..paths import ProjectPaths
-from ..results import read_subject_scores
+from ..results import read_subject_scores, rows_by_seed
 
 __all__ = ["ablation_table"]
 
@@ -40,8 +41,7 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
     variants = params.ablations[target]
     rows, links = [], {}
     with tracking.start_run(target, params, log_params={"rows": variants}, root=root):
-        # One training seed for now: each variant's rows are its evaluation's per-subject scores.
-        scores = {v: {params.seed: read_subject_scores(root, v)} for v in variants}
+        scores = {v: rows_by_seed(read_subject_scores(root, v)) for v in variants}
         for variant in variants:
             rows.extend(interval_rows(variant, scores[variant], seed=params.seed))
             digest = file_digest(paths.variant_metrics(variant))
@@ -54,6 +54,7 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
             *write_table(rows, folder, verdicts),
             write_scores(rows, folder),
             atomic_write_json(folder / "verdicts.json", verdicts),
+            atomic_write_json(folder / "intervals.json", [_widths(r) for r in rows]),
         )
         tracking.log_table([r.to_dict() for r in rows], "table.json")
         tracking.log_table(verdicts, "verdicts.json")
@@ -61,6 +62,11 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
         for path in table:
             tracking.log_artifact(path)
     return rows
+
+
+def _widths(row: ProtocolRow) -> dict:
+    """A row's intervals with both parts of each width: from training seeds, from subjects."""
+    return {"variant": row.variant, "domain": row.domain, "seeds": row.seeds, "intervals": dict(row.intervals)}
 
 
 def _claims(target: str, variants: list[str]):

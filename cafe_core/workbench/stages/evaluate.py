@@ -1,4 +1,4 @@
-"""Stages ``evaluate@<variant>``, ``evaluate_real_images``, ``evaluate_assistant@<name>``, ``evaluate_gt_embedding``.
+"""Stages ``evaluate@<variant>``, ``evaluate_real_images``, ``evaluate_gt_embedding``.
 
 The DreamBench protocol on the evaluation source's cases (``params.yaml: data.evaluation``):
 CAFE-mini's held-out subjects, or DreamBench's real photos. Every variant draws through
@@ -7,6 +7,7 @@ CAFE-mini's held-out subjects, or DreamBench's real photos. Every variant draws 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -26,15 +27,17 @@ from ...data.cases import EvalCase
 from ...data.sources import DataSource, DataUnavailable
 from ...models.encoders import ClipEncoder, DinoEncoder, load_face_embedder
 from ...models.text_to_image import TextToImage
-from ...pipeline import CafePipeline, Sampling
+from ...pipeline import CafePipeline
 from ...utils.digest import config_hash, file_digest
 from ...utils.files import atomic_save_safetensors, atomic_write_json
 from .. import tracking
-from ..config import Params, to_dict
+from ..code_deps import code_digest
+from ..config import Params, VariantSpec, to_dict
 from ..paths import ProjectPaths
 from ..plots import image_grid
 from ..sources import evaluation_source
 from .common import GT_EMBEDDING, REAL_IMAGES, TARGET_SEEDS, encoder_key
+from .drawing import sampling
 
 __all__ = ["PromptReferences", "draw_from_prompts", "evaluate_variant", "reference_pipeline"]
 
@@ -80,11 +83,10 @@ class PromptReferences:
             atomic_save_safetensors({k: np.ascontiguousarray(v) for k, v in self.cache.items()}, self.path)
 
 
-def reference_pipeline(params: Params, root: Path, generator: str, guidance: str = "both") -> CafePipeline:
-    """The fast path of generator ``generator`` on the CPU, sampling with ``guidance`` (a variant's)."""
-    pipe = CafePipeline.from_params(params, root, assistant=None, generator=generator, device="cpu")
-    g = params.generator
-    pipe.sampling = Sampling(g.sample_steps, g.scheduler, g.clip_scale, g.dino_scale, guidance)
+def reference_pipeline(params: Params, root: Path, generator: str, seed: int, guidance: str = "both") -> CafePipeline:
+    """The fast path of training seed ``seed`` of G ``generator`` on the CPU, sampling with ``guidance``."""
+    pipe = CafePipeline.from_params(params, root, assistant=None, generator=generator, seed=seed, device="cpu")
+    pipe.sampling = sampling(params, root, guidance)
     return pipe
 
 
@@ -99,21 +101,33 @@ def draw_from_prompts(
 def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict[str, float]]:
     """DINO / CLIP-I / CLIP-T on held-out objects, ID / CLIP-T on held-out faces, for one variant.
 
-    Where c comes from depends on the variant: a reference image the base text-to-image model
-    draws from the plain prompt (``variants``, eq. 4's x_ref), the assistant's c_hat for the
-    CAFE-phrased request (``assistants``; their quality figures go to quality.json), or the
-    CLIP embedding of the true target render (``gt_embedding``). ``real_images`` scores
-    ground-truth renders: the ceiling. d is always E_d of the subject photo x.
+    Every trained variant is evaluated once per training seed (``params.seeds``: its G and M of
+    that seed) on the same cases and noise, so seeds and subjects are crossed; each per-subject
+    row in ``subjects.json`` names its ``seed`` (None for ``real_images``, which trains nothing),
+    and ``metrics.json`` holds the mean over every (seed, subject) row. Where c comes from:
+    the assistant's c_hat for the CAFE-phrased request (``variants.<v>.assistant``; with
+    ``quality`` its words are judged too, quality.json), the base model's image of the plain
+    prompt (no assistant: G alone, eq. 4's x_ref), or E_c of the true target render
+    (``gt_embedding``). ``real_images`` scores ground-truth renders: the ceiling. d is always E_d
+    of the subject photo x. A finished seed is kept (``data/evaluations``), so a killed stage
+    resumes at the next one.
     """
-    known = [*params.variants, *params.assistants, GT_EMBEDDING, REAL_IMAGES]
+    known = [*params.variants, GT_EMBEDDING, REAL_IMAGES]
     if variant not in known:
-        raise KeyError(
-            f"unknown variant {variant!r} (params.yaml keys 'variants', 'assistants'); known: {', '.join(known)}"
-        )
+        raise KeyError(f"unknown variant {variant!r} (params.yaml key 'variants'); known: {', '.join(known)}")
     paths = ProjectPaths(root)
     source = evaluation_source(params, root)
+    seeds = [None] if variant == REAL_IMAGES else list(params.seeds)
     with tracking.start_run(f"evaluate@{variant}", params, log_params=_run_params(params, variant, source), root=root):
-        result, subjects, grids, quality = _score(params, root, variant, source)
+        scorer = _Scorer(params, root, source)
+        rows, grids, qualities = [], None, []
+        for seed in seeds:
+            seed_rows, seed_grids, quality = scorer.seed(variant, seed)
+            rows += seed_rows
+            grids = grids or seed_grids  # the first seed's drawings
+            if quality is not None:
+                qualities.append(quality)
+        result = _means(rows)
         out = paths.variant(variant)
         samples = paths.variant_samples(variant)
         samples.mkdir(parents=True, exist_ok=True)
@@ -122,97 +136,166 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict
             figure.savefig(samples / f"{domain}.png", dpi=150)
             tracking.log_image(figure, f"samples_{domain}")
         tracking.log_metrics({f"{d}/{k}": v for d, scores in result.items() for k, v in scores.items()})
-        if quality is not None:
+        if variant in params.variants:  # a DVC metrics file of every variant: empty where words are not judged
+            quality = _mean_quality(qualities) if qualities else {}
             atomic_write_json(out / "quality.json", {variant: {d: {"quality": q} for d, q in quality.items()}})
             tracking.log_metrics(
                 {f"{d}/quality/{k}": v for d, q in quality.items() for k, v in q.items() if isinstance(v, (int, float))}
             )
         # Keyed by the variant's name (both.object.DINO), which DVC prints bare; shared keys would
         # be headed by the whole file path. Written last: the variant is complete.
-        atomic_write_json(paths.variant_subjects(variant), subjects)
+        atomic_write_json(paths.variant_subjects(variant), rows)
         path = atomic_write_json(paths.variant_metrics(variant), {variant: result})
         tracking.set_tags({"cafe.metrics_digest": file_digest(path)})  # what a table run links back to
     return result
 
 
 def _run_params(params: Params, variant: str, source: DataSource) -> dict:
-    """What a variant's evaluation run records: its data, evaluation sizes, sampling, and its spec."""
+    """What a variant's evaluation run records: its data, evaluation sizes, sampling, seeds and its spec."""
     g = params.generator
     out = {"variant": variant, "data": source.name, "evaluation": to_dict(params.evaluation)}
     out["sampling"] = g.sampling()
+    if variant != REAL_IMAGES:
+        out["seeds"] = params.seeds
     if variant in params.variants:
         spec = params.variants[variant]
-        out.update(generator=spec.generator, guidance=spec.guidance, **asdict(params.generators[spec.generator]))
-    if variant in params.assistants:
-        out.update(assistant=variant, generator=params.assistant.generator)
+        out.update(asdict(spec), **asdict(params.generators[spec.generator]))
     return out
 
 
-def _score(params: Params, root: Path, variant: str, source: DataSource) -> tuple[dict, list, dict, dict | None]:
-    """Draw and score every case.
-
-    Returns ``({domain: {metric: mean over subjects}}, per-subject rows, {domain: grid cells},
-    quality or None)``. Where the source knows the truth (CAFE-mini), the fidelity probe's
-    verdicts add ``attributes``, ``all_attributes``, ``context`` and ``attribute.<name>``.
-    """
-    e = params.evaluation
-    paths = ProjectPaths(root)
-    model_root = paths.model_root(params.profile)
-    eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
-    eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
-    face = load_face_embedder(params.profile.face_id, model_root=model_root)
-    drawer = _Drawer.for_variant(params, root, variant, source)
-    subjects = {"object": e.object_subjects, "face": e.face_subjects}
-    result, rows, grids = {}, [], {}
-    for domain in source.domains:
-        cases = source.eval_cases(domain, subjects[domain], e.prompts, params.seed, e.references)
-        shown, mine = [], []
-        for case in tqdm(cases, desc=f"{variant} {domain}", disable=None):
-            prompts = [p.prompt for p in case.prompts]
-            scores: dict[str, list[float]] = {"DINO": [], "CLIP-I": [], "CLIP-T": [], "ID": []}
-            verdicts: list[dict] = []
-            for k in range(e.images_per_prompt):
-                images = drawer(case, k)
-                refs = case.reference_images
-                scores["CLIP-T"].append(clip_t_similarity(eval_clip, images, prompts))
-                if domain == "object":
-                    scores["DINO"].append(dino_similarity(eval_dino, images, refs))
-                    scores["CLIP-I"].append(clip_i_similarity(eval_clip, images, refs))
-                else:
-                    scores["ID"].append(identity_similarity(face, images, refs))
-                verdicts += source.judge_fidelity(case, images) or []
-                if k == 0 and len(shown) < 6:
-                    shown.append([np.asarray(case.input_image), *images[:8]])
-            row = {k: float(np.mean(v)) for k, v in scores.items() if v}
-            if verdicts:
-                row.update(fidelity_figures(verdicts))
-            mine.append({"subject": case.subject, "domain": domain, **row})
+def _means(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """``{domain: {metric: mean over every (seed, subject) row}}``."""
+    result = {}
+    for domain in dict.fromkeys(r["domain"] for r in rows):
+        mine = [r for r in rows if r["domain"] == domain]
         metrics = dict.fromkeys(k for r in mine for k in r if k not in _LABELS)
         result[domain] = {k: float(np.mean([r[k] for r in mine if k in r])) for k in metrics}
-        rows += mine
-        grids[domain] = (shown, ["photo x"] + [p.label for p in cases[0].prompts][:8])
-    return result, rows, grids, drawer.finish(eval_clip, eval_dino, face)
+    return result
 
 
-_LABELS = ("subject", "domain")
+def _mean_quality(qualities: list[dict]) -> dict:
+    """Each training seed's quality figures, averaged (numbers) or kept (labels such as the identity metric)."""
+    out = {}
+    for domain in qualities[0]:
+        figures = [q[domain] for q in qualities]
+        out[domain] = {
+            k: float(np.mean([f[k] for f in figures])) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            for k, v in figures[0].items()
+        }
+        out[domain]["seeds"] = len(figures)
+    return out
+
+
+_LABELS = ("subject", "domain", "seed")
+
+
+class _Scorer:
+    """Draws and scores every case of one training seed; keeps each finished seed in ``data/evaluations``."""
+
+    def __init__(self, params: Params, root: Path, source: DataSource) -> None:
+        self.params, self.root, self.source = params, root, source
+        paths = ProjectPaths(root)
+        model_root = paths.model_root(params.profile)
+        self.eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
+        self.eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
+        self.face = load_face_embedder(params.profile.face_id, model_root=model_root)
+
+    def seed(self, variant: str, seed: int | None) -> tuple[list[dict], dict, dict | None]:
+        """``(per-subject rows, {domain: grid cells}, quality or None)`` of training seed ``seed``."""
+        cache = self._cache(variant, seed)
+        if cache.is_file():
+            kept = json.loads(cache.read_text())
+            logger.info("evaluate@%s: training seed %s was scored before (%s)", variant, seed, cache.name)
+            grids = {
+                d: ([[np.asarray(c, np.uint8) for c in row] for row in g["shown"]], g["titles"])
+                for d, g in kept["grids"].items()
+            }
+            return kept["rows"], grids, kept["quality"]
+        drawer = _Drawer.for_variant(self.params, self.root, variant, self.source, seed)
+        rows, grids = self._score(variant, seed, drawer)
+        quality = drawer.finish(self.eval_clip, self.eval_dino, self.face)
+        shown = {d: {"shown": [[c.tolist() for c in row] for row in g[0]], "titles": g[1]} for d, g in grids.items()}
+        atomic_write_json(cache, {"rows": rows, "grids": shown, "quality": quality})
+        return rows, grids, quality
+
+    def _cache(self, variant: str, seed: int | None) -> Path:
+        """Where a finished seed is kept: keyed by what its scores depend on (models, settings, code)."""
+        p = self.params
+        paths = ProjectPaths(self.root)
+        spec = p.variants.get(variant)
+        models = []  # the weights' content: a missing model fails later, in the drawer, with the stage to run
+        if seed is not None:
+            generator = spec.generator if spec else p.variants[p.fidelity.variant].generator
+            models.append(_identity(paths.generator(generator, seed) / "cafe_conditioning.safetensors"))
+            models.append(_identity(paths.generator(generator, seed) / "unet" / "diffusion_pytorch_model.safetensors"))
+            if spec is not None and spec.assistant is not None:
+                models.append(_identity(paths.assistant(spec.assistant, seed) / "assistant.safetensors"))
+        key = config_hash(
+            variant,
+            seed,
+            models,
+            to_dict(spec) if spec else None,
+            to_dict(p.evaluation),
+            asdict(sampling(p, self.root)) if seed is not None else None,
+            p.seed,
+            self.source.name,
+            code_digest(__name__),
+        )
+        return paths.data / "evaluations" / f"{variant}-seed-{seed}-{key}.json"
+
+    def _score(self, variant: str, seed: int | None, drawer: _Drawer) -> tuple[list[dict], dict]:
+        """Draw and score every case. Where the source knows the truth (CAFE-mini), the fidelity
+        probe's verdicts add ``attributes``, ``all_attributes``, ``context`` and ``attribute.<name>``."""
+        e, source = self.params.evaluation, self.source
+        subjects = {"object": e.object_subjects, "face": e.face_subjects}
+        rows, grids = [], {}
+        for domain in source.domains:
+            cases = source.eval_cases(domain, subjects[domain], e.prompts, self.params.seed, e.references)
+            shown = []
+            for case in tqdm(cases, desc=f"{variant} seed {seed} {domain}", disable=None):
+                prompts = [p.prompt for p in case.prompts]
+                scores: dict[str, list[float]] = {"DINO": [], "CLIP-I": [], "CLIP-T": [], "ID": []}
+                verdicts: list[dict] = []
+                for k in range(e.images_per_prompt):
+                    images = drawer(case, k)
+                    refs = case.reference_images
+                    scores["CLIP-T"].append(clip_t_similarity(self.eval_clip, images, prompts))
+                    if domain == "object":
+                        scores["DINO"].append(dino_similarity(self.eval_dino, images, refs))
+                        scores["CLIP-I"].append(clip_i_similarity(self.eval_clip, images, refs))
+                    else:
+                        scores["ID"].append(identity_similarity(self.face, images, refs))
+                    verdicts += source.judge_fidelity(case, images) or []
+                    if k == 0 and len(shown) < 6:
+                        shown.append([np.asarray(case.input_image), *images[:8]])
+                row = {k: float(np.mean(v)) for k, v in scores.items() if v}
+                if verdicts:
+                    row.update(fidelity_figures(verdicts))
+                rows.append({"subject": case.subject, "domain": domain, "seed": seed, **row})
+            grids[domain] = (shown, ["photo x"] + [p.label for p in cases[0].prompts][:8])
+        return rows, grids
+
+
+def _identity(path: Path) -> str | None:
+    return file_digest(path) if path.is_file() else None
 
 
 class _Drawer:
-    """Draws a case's prompts for one variant; ``finish`` returns its extra figures (or None)."""
+    """Draws a case's prompts for one variant and training seed; ``finish`` returns its extra figures (or None)."""
 
     def __init__(self, params: Params, source: DataSource):
         self.params, self.source = params, source
 
     @staticmethod
-    def for_variant(params: Params, root: Path, variant: str, source: DataSource) -> _Drawer:
+    def for_variant(params: Params, root: Path, variant: str, source: DataSource, seed: int | None) -> _Drawer:
         if variant == REAL_IMAGES:
             return _Drawer(params, source)
         if variant == GT_EMBEDDING:
-            return _TrueEmbeddingDrawer(params, root, source)
-        if variant in params.assistants:
-            return _AssistantDrawer(params, root, source, variant)
+            return _TrueEmbeddingDrawer(params, root, source, seed)
         spec = params.variants[variant]
-        return _ReferenceDrawer(params, root, source, spec.generator, spec.guidance)
+        if spec.assistant is None:
+            return _ReferenceDrawer(params, root, source, spec.generator, seed, spec.guidance)
+        return _AssistantDrawer(params, root, source, spec, seed)
 
     def __call__(self, case: EvalCase, k: int) -> np.ndarray:
         """Ground-truth images of the case's prompts (the ceiling row), ``k``-th set of scenes."""
@@ -224,11 +307,11 @@ class _Drawer:
 
 
 class _ReferenceDrawer(_Drawer):
-    """The fast path with the base model's image of the plain prompt as the reference."""
+    """G alone: the fast path with the base model's image of the plain prompt as the reference."""
 
-    def __init__(self, params: Params, root: Path, source: DataSource, generator: str, guidance: str):
+    def __init__(self, params: Params, root: Path, source: DataSource, generator: str, seed: int, guidance: str):
         super().__init__(params, source)
-        self.pipe = reference_pipeline(params, root, generator, guidance)
+        self.pipe = reference_pipeline(params, root, generator, seed, guidance)
         self.references = PromptReferences.from_params(params, root)
 
     def __call__(self, case: EvalCase, k: int) -> np.ndarray:
@@ -242,9 +325,10 @@ class _ReferenceDrawer(_Drawer):
 class _TrueEmbeddingDrawer(_Drawer):
     """The fast path with the true target image as the reference: c = E_c(y), an oracle assistant."""
 
-    def __init__(self, params: Params, root: Path, source: DataSource):
+    def __init__(self, params: Params, root: Path, source: DataSource, seed: int):
         super().__init__(params, source)
-        self.pipe = CafePipeline.from_params(params, root, assistant=None, device="cpu")
+        generator = params.variants[params.fidelity.variant].generator  # the full system's G
+        self.pipe = reference_pipeline(params, root, generator, seed)
 
     def __call__(self, case: EvalCase, k: int) -> np.ndarray:
         targets = super().__call__(case, k + TARGET_SEEDS)  # other scenes than the ceiling row's
@@ -254,26 +338,31 @@ class _TrueEmbeddingDrawer(_Drawer):
 class _AssistantDrawer(_Drawer):
     """Chat: the CAFE-phrased request -> response and c_hat -> G; collects what the quality figures read."""
 
-    def __init__(self, params: Params, root: Path, source: DataSource, name: str):
+    def __init__(self, params: Params, root: Path, source: DataSource, spec: VariantSpec, seed: int):
         super().__init__(params, source)
-        self.pipe = CafePipeline.from_params(params, root, assistant=name, device="cpu")
+        self.pipe = CafePipeline.from_params(
+            params, root, assistant=spec.assistant, generator=spec.generator, seed=seed, device="cpu"
+        )
+        self.pipe.sampling = sampling(params, root, spec.guidance)
+        self.quality = spec.quality
         self.cases, self.turns = [], []
 
     def __call__(self, case: EvalCase, k: int) -> np.ndarray:
         chats = [[{"role": "user", "content": p.cafe_prompt}] for p in case.prompts]
         photos = [case.input_image] * len(chats)
         texts, c_hat, images, _ = self.pipe.respond(photos, chats, seed=self.params.seed + 1000 * k)
-        try:
-            targets = super().__call__(case, k + TARGET_SEEDS)
-        except DataUnavailable:  # real photos: no true target to compare c_hat with
-            targets = None
-        self.turns.append((case, texts, c_hat, images, targets))
-        if k == 0:
-            self.cases.append(case)
+        if self.quality:
+            try:
+                targets = super().__call__(case, k + TARGET_SEEDS)
+            except DataUnavailable:  # real photos: no true target to compare c_hat with
+                targets = None
+            self.turns.append((case, texts, c_hat, images, targets))
+            if k == 0:
+                self.cases.append(case)
         return images
 
     def finish(self, eval_clip, eval_dino, face) -> dict | None:
-        if any(turn[-1] is None for turn in self.turns):
+        if not self.quality or any(turn[-1] is None for turn in self.turns):
             return None
         seed = self.params.seed
         quality = self.source.assistant_quality

@@ -2,8 +2,8 @@
 
 ``fidelity_probe`` trains the probe (:mod:`cafe_core.world.fidelity`) and states its accuracy on
 true renders of held-out subjects (``results/fidelity/probe.json``). Every evaluation then judges
-its drawings with it. ``fidelity`` reports the full system (c = c_hat of ``fidelity.assistant``)
-beside the true renders of the same prompts, with 95% intervals (``results/fidelity/metrics.json``).
+its drawings with it. ``fidelity`` reports the full system (the variant ``fidelity.variant``: c = c_hat
+of its assistant) beside the true renders of the same prompts, with 95% intervals (``results/fidelity/metrics.json``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ...benchmarks.statistics import bootstrap_ci
+from ...benchmarks.statistics import score_grid, seeds_and_subjects_interval
 from ...utils.digest import config_hash
 from ...utils.files import atomic_write_json
 from ...world import make_world
@@ -21,7 +21,7 @@ from ..artifacts import build_once
 from ..code_deps import code_digest
 from ..config import Params, to_dict
 from ..paths import ProjectPaths
-from ..results import read_quality, read_scores, read_subject_scores
+from ..results import read_quality, read_scores, read_subject_scores, rows_by_seed
 from .common import REAL_IMAGES
 
 __all__ = ["FIGURES", "fidelity_probe_stage", "fidelity_report"]
@@ -76,34 +76,38 @@ def fidelity_probe_stage(params: Params, root: Path) -> dict:
 def fidelity_report(params: Params, root: Path, *, resamples: int = 2000) -> dict:
     """``results/fidelity/metrics.json``: per domain, each figure of the full system with its ceiling.
 
-    Each figure is ``{"value", "ceiling", "ci95": [low, high]}``: the mean over held-out subjects
-    of the assistant's row, the same figure on true renders of the same prompts, and a percentile
-    bootstrap interval of the value over subjects (one training seed: the interval leaves out the
-    variation between training runs). Do the words agree with the picture? ``reason_fits_context``,
-    ``drawn_context_is_named`` and ``ambiguous_drawn_context_is_named`` come from the
-    assistant's quality figures (``{"value"}``: shares of responses).
+    Each figure is ``{"value", "ceiling", "ci95": [low, high], "half_width_from_seeds",
+    "half_width_from_subjects"}``: the mean over (training seed, held-out subject) cells of the
+    system's row, the same figure on true renders of the same prompts, and a 95% two-way
+    bootstrap interval over training seeds and subjects with the two parts of its width. Do the
+    words agree with the picture? ``reason_fits_context``, ``drawn_context_is_named`` and
+    ``ambiguous_drawn_context_is_named`` come from the assistant's quality figures (``{"value"}``:
+    shares of responses, averaged over training seeds).
     """
-    system = params.fidelity.assistant
-    if system not in params.assistants:
-        known = ", ".join(params.assistants)
-        raise KeyError(f"fidelity.assistant {system!r} is not a key of params.yaml `assistants` ({known})")
+    system = params.fidelity.variant
+    if system not in params.variants:
+        known = ", ".join(params.variants)
+        raise KeyError(f"fidelity.variant {system!r} is not a key of params.yaml `variants` ({known})")
     paths = ProjectPaths(root)
-    with tracking.start_run("fidelity", params, log_params={"assistant": system}, root=root):
+    with tracking.start_run("fidelity", params, log_params={"variant": system}, root=root):
         scores, ceiling = read_scores(root, system), read_scores(root, REAL_IMAGES)
-        subjects = read_subject_scores(root, system)
+        by_seed = rows_by_seed(read_subject_scores(root, system))
         quality = read_quality(root, system) or {}
         report: dict[str, dict] = {}
         for domain, mine in scores.items():
-            rows = [s for s in subjects if s["domain"] == domain]
+            subjects = sorted({r["subject"] for rows in by_seed.values() for r in rows if r["domain"] == domain})
             figures = {}
             for metric in (*FIGURES, "ID", "CLIP-T"):
                 if metric not in mine:
                     continue
-                low, high = bootstrap_ci([r[metric] for r in rows], seed=params.seed, resamples=resamples)
+                grid = score_grid(by_seed, metric, domain, subjects)
+                interval = seeds_and_subjects_interval(grid, seed=params.seed, resamples=resamples)
                 figures[FIGURES.get(metric, metric)] = {
                     "value": mine[metric],
                     "ceiling": ceiling[domain].get(metric),
-                    "ci95": [low, high],
+                    "ci95": [interval.low, interval.high],
+                    "half_width_from_seeds": interval.seeds_half_width,
+                    "half_width_from_subjects": interval.subjects_half_width,
                 }
             figures["per_attribute"] = {
                 metric.removeprefix("attribute."): {"value": value, "ceiling": ceiling[domain].get(metric)}
@@ -114,7 +118,16 @@ def fidelity_report(params: Params, root: Path, *, resamples: int = 2000) -> dic
                 if key in quality.get(domain, {}):
                     figures[name] = {"value": quality[domain][key]}
             report[domain] = figures
-        report["system"] = {"assistant": system, "subjects": len(subjects), "training_seeds": 1}
+        spec = params.variants[system]
+        report["system"] = {
+            "variant": system,
+            "assistant": spec.assistant,
+            "generator": spec.generator,
+            "subjects": {
+                d: len({r["subject"] for rows in by_seed.values() for r in rows if r["domain"] == d}) for d in scores
+            },
+            "training_seeds": sorted(by_seed),
+        }
         tracking.log_metrics(
             {
                 f"{d}/{name}/{k}": v

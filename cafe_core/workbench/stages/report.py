@@ -94,8 +94,9 @@ def _fidelity_section(paths: ProjectPaths) -> list[str]:
     lines = [
         "## Fidelity of the full system",
         "",
-        f"c = c_hat of assistant `{system.get('assistant')}`, {system.get('subjects')} held-out subjects, "
-        f"{system.get('training_seeds')} training seed(s); ceiling: true renders of the same prompts.",
+        f"Variant `{system.get('variant')}`: c = c_hat of assistant `{system.get('assistant')}`, G "
+        f"`{system.get('generator')}`; held-out subjects {system.get('subjects')}, training seeds "
+        f"{system.get('training_seeds')}; ceiling: true renders of the same prompts.",
         "",
         "| domain | figure | system | 95% interval | ceiling |",
         "| --- | --- | --- | --- | --- |",

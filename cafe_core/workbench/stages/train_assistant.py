@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from ...data.features import cached_features
 from ...models.assistant import AssistantConfig, CafeAssistant
 from ...models.encoders import ClipEncoder, DinoEncoder
 from ...models.generator import CafeGenerator
-from ...pipeline import CafePipeline, Sampling
+from ...pipeline import CafePipeline
 from ...utils.digest import config_hash
 from ...utils.files import atomic_write_json
 from .. import tracking
@@ -26,6 +27,7 @@ from ..plots import image_grid
 from ..sources import training_source
 from ..training import AssistantTraining, train_assistant
 from .common import encoder_key
+from .drawing import sampling
 from .train_generator import GENERATOR_MARKER
 
 __all__ = ["ASSISTANT_MARKER", "train_assistant_stage", "validate_assistant"]
@@ -36,11 +38,15 @@ ASSISTANT_MARKER = "cafe_assistant.json"
 
 
 def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict:
-    """Train assistant ``name`` once per lambda of its grid, validate each, publish the best.
+    """Train assistant ``name`` for every training seed (``params.seeds``); publish one M per seed.
 
-    Fit and validation dialogues come from disjoint training-split subjects (held-out subjects
-    are kept for the tables). The score that picks lambda is end to end and the same for both
-    distances: evaluation-CLIP similarity between G(c_hat, d) and the true target y.
+    The first seed trains the whole lambda grid, validates each member and publishes the best;
+    later seeds train the lambda it chose (validation cannot tell the grid's members apart in
+    mini, and a seed's lambda is not what the interval is about). Seed s is validated with G's
+    seed s, so (G_s, M_s) is one trained system. Fit and validation dialogues come from disjoint
+    training-split subjects (held-out subjects are kept for the tables). The score that picks
+    lambda is end to end and the same for both distances: evaluation-CLIP similarity between
+    G(c_hat, d) and the true target y.
     """
     from accelerate import Accelerator
 
@@ -51,104 +57,153 @@ def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=
     paths = ProjectPaths(root)
     spec, a = params.assistants[name], params.assistant
     accelerator = accelerator or Accelerator()
-    source, model_root = training_source(params, root), paths.model_root(params.profile)
-    common = {"multi_turn_p": a.multi_turn_p, "cache_dir": paths.dialogues}
-    train_set = source.dialogues(a.dialogues, part="fit", seed=params.seed, **common)
-    val_set = source.dialogues(a.val_dialogues, part="val", seed=params.seed + 1, **common)
-    gen_spec = params.generators[a.generator]  # c_hat must live in the CLIP space G reads
-    clip = ClipEncoder.from_pretrained(gen_spec.clip, model_root=model_root, device=accelerator.device)
-    dino = DinoEncoder.from_pretrained(gen_spec.dino, model_root=model_root, device=accelerator.device)
-    clip_key = encoder_key(params, paths, gen_spec.clip)
-    patches = cached_features(
-        f"clip-patches-{gen_spec.clip}",
-        train_set.x,
-        clip.patch_features,
-        key_parts=(clip_key,),
-        cache_dir=paths.features,
-    )
-    targets = cached_features(
-        f"clip-{gen_spec.clip}", train_set.y, clip.image_embeds, key_parts=(clip_key,), cache_dir=paths.features
-    )
-    generator = CafeGenerator.from_pretrained(paths.generator(a.generator), device=accelerator.device)
-    generator_key = read_marker(paths.generator(a.generator), GENERATOR_MARKER)["key"]
-    eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root, device=accelerator.device)
-    training = AssistantTraining(a.steps, a.batch_size, a.lr, a.weight_decay, a.checkpoint_every, params.seed)
-    lm_dtype = (
-        torch.bfloat16 if accelerator.device.type == "cuda" else torch.float32
-    )  # the frozen LM in half precision on GPU
-    out = paths.assistant(name)
-    sampling = params.generator.sampling()  # validation draws
-    lm_key, code = encoder_key(params, paths, params.profile.lm), code_digest(__name__)
+    trainer = _Trainer(params, root, name, accelerator)
     main_process = accelerator.is_main_process
     stage_run = tracking.start_run(f"train_assistant@{name}", params, log_params={"assistant": to_dict(a)}, root=root)
-    grid = []
+    seeds = {}
     with stage_run if main_process else contextlib.nullcontext():
-        for lam in spec.lambdas:
+        for seed in params.seeds:
+            lambdas = spec.lambdas if not seeds else [seeds[params.seeds[0]]["chosen_lambda"]]
+            seeds[seed] = trainer.train_seed(seed, lambdas)
+        if main_process:
+            first = seeds[params.seeds[0]]
+            tracking.log_metrics({"chosen_lambda": first["chosen_lambda"]})
+    if not main_process:
+        return {}
+    selection = {
+        "assistant": name,
+        "distance": spec.distance,
+        "generator": spec.generator,
+        "chosen_lambda": seeds[params.seeds[0]]["chosen_lambda"],
+        "criterion": "validation score: eval-CLIP cosine of G(c_hat, d) to the true target y",
+        "seeds": {str(seed): entry for seed, entry in seeds.items()},
+    }
+    atomic_write_json(paths.assistant_selection(name), selection)
+    return selection
+
+
+class _Trainer:
+    """What every training seed of one assistant shares: dialogues, frozen encoders, features, settings."""
+
+    def __init__(self, params: Params, root: Path, name: str, accelerator) -> None:
+        self.params, self.root, self.name, self.accelerator = params, root, name, accelerator
+        self.paths = paths = ProjectPaths(root)
+        self.spec, a = params.assistants[name], params.assistant
+        device = accelerator.device
+        self.source, self.model_root = training_source(params, root), paths.model_root(params.profile)
+        common = {"multi_turn_p": a.multi_turn_p, "cache_dir": paths.dialogues}
+        self.train_set = source_set = self.source.dialogues(a.dialogues, part="fit", seed=params.seed, **common)
+        self.val_set = self.source.dialogues(a.val_dialogues, part="val", seed=params.seed + 1, **common)
+        gen_spec = params.generators[self.spec.generator]  # c_hat must live in the CLIP space G reads
+        self.clip = ClipEncoder.from_pretrained(gen_spec.clip, model_root=self.model_root, device=device)
+        self.dino = DinoEncoder.from_pretrained(gen_spec.dino, model_root=self.model_root, device=device)
+        self.clip_key = encoder_key(params, paths, gen_spec.clip)
+        self.patches = cached_features(
+            f"clip-patches-{gen_spec.clip}",
+            source_set.x,
+            self.clip.patch_features,
+            key_parts=(self.clip_key,),
+            cache_dir=paths.features,
+        )
+        self.targets = cached_features(
+            f"clip-{gen_spec.clip}",
+            source_set.y,
+            self.clip.image_embeds,
+            key_parts=(self.clip_key,),
+            cache_dir=paths.features,
+        )
+        self.eval_clip = ClipEncoder.from_pretrained(
+            params.profile.eval_clip, model_root=self.model_root, device=device
+        )
+        # the frozen LM in half precision on GPU
+        self.lm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.sampling = sampling(params, root)  # validation draws: the scales chosen on validation subjects
+        self.lm_key, self.code = encoder_key(params, paths, params.profile.lm), code_digest(__name__)
+
+    def train_seed(self, seed: int, lambdas: list[float]) -> dict:
+        """Train, validate and publish training seed ``seed`` of the assistant over ``lambdas``."""
+        paths, spec, a = self.paths, self.spec, self.params.assistant
+        main_process = self.accelerator.is_main_process
+        generator_dir = paths.generator(spec.generator, seed)
+        generator = CafeGenerator.from_pretrained(generator_dir, device=self.accelerator.device)
+        generator_key = read_marker(generator_dir, GENERATOR_MARKER)["key"]
+        out, grid = paths.assistant(self.name, seed), []
+        for lam in lambdas:
+            sampling = asdict(self.sampling)
             key = config_hash(
-                to_dict(a), sampling, params.seed, spec.distance, lam, clip_key, lm_key, generator_key, code
+                to_dict(a), sampling, seed, spec.distance, lam, self.clip_key, self.lm_key, generator_key, self.code
             )
-            ckpt = paths.checkpoints("assistant") / f"{name}-lambda-{lam:g}-{key}"
-
-            def build(folder: Path | None, lam: float = lam, ckpt: Path = ckpt) -> dict:
-                config = AssistantConfig(patches.shape[-1], targets.shape[-1], lambda_=lam, distance=spec.distance)
-                torch.manual_seed(params.seed)
-                assistant = CafeAssistant.from_pretrained(
-                    params.profile.lm, config=config, model_root=model_root, device=accelerator.device, dtype=lm_dtype
-                )
-                prompts = [assistant.encode_prompt(m) for m in train_set.messages]
-                responses = [assistant.encode_response(r) for r in train_set.responses]
-                run_params = {"distance": spec.distance, "lambda": lam}
-                main = folder is not None
-                nested = tracking.start_run(f"lambda-{lam:g}", params, log_params=run_params, root=root)
-                with nested if main else contextlib.nullcontext():
-                    stats = train_assistant(
-                        assistant, prompts, responses, patches, targets, training, ckpt, accelerator=accelerator
-                    )
-                    if not main:
-                        return {}
-                    pipe = CafePipeline(
-                        assistant, clip, dino, generator, Sampling.from_params(params.generator), a.max_new_tokens
-                    )
-                    validation, figure = validate_assistant(pipe, source, val_set, eval_clip, seed=params.seed)
-                    tracking.log_metrics({f"val/{k}": v for k, v in validation.items()})
-                    tracking.log_image(figure, "validation_samples")
-                    assistant.save_pretrained(folder)
-                    tracking.log_artifacts(folder, "assistant")
-                return {"lambda": lam, "distance": spec.distance, "final": stats, "validation": validation}
-
+            ckpt = paths.checkpoints("assistant") / f"{self.name}-seed-{seed}-lambda-{lam:g}-{key}"
             member = out / "grid" / f"lambda-{lam:g}"
+            build = self._builder(seed, lam, ckpt, generator)
             grid.append(
                 build_once(
                     member, key=key, marker=ASSISTANT_MARKER, build=build, checkpoint=ckpt, main_process=main_process
                 )
             )
-            accelerator.wait_for_everyone()
-        if main_process:
-            best = max(grid, key=lambda r: r["validation"]["score"])
-            tracking.log_metrics(
-                {"chosen_lambda": best["lambda"], **{f"val/{k}": v for k, v in best["validation"].items()}}
+            self.accelerator.wait_for_everyone()
+        if not main_process:
+            return {}
+        best = max(grid, key=lambda r: r["validation"]["score"])
+        chosen = out / "grid" / f"lambda-{best['lambda']:g}"
+        for file in ("assistant.safetensors", "assistant_config.json"):
+            shutil.copyfile(chosen / file, out / f".{file}.tmp")
+            (out / f".{file}.tmp").replace(out / file)
+        entry = {
+            "chosen_lambda": best["lambda"],
+            "grid": [
+                {"lambda": r["lambda"], **r["validation"], **{f"train_{k}": v for k, v in r["final"].items()}}
+                for r in grid
+            ],
+        }
+        atomic_write_json(out / "selection.json", entry)
+        logger.info(
+            "assistant %s seed %d: lambda %g (validation score %.4f)",
+            self.name,
+            seed,
+            best["lambda"],
+            best["validation"]["score"],
+        )
+        return entry
+
+    def _builder(self, seed: int, lam: float, ckpt: Path, generator: CafeGenerator):
+        params, spec, a, accelerator = self.params, self.spec, self.params.assistant, self.accelerator
+        training = AssistantTraining(a.steps, a.batch_size, a.lr, a.weight_decay, a.checkpoint_every, seed)
+
+        def build(folder: Path | None) -> dict:
+            config = AssistantConfig(
+                self.patches.shape[-1], self.targets.shape[-1], lambda_=lam, distance=spec.distance
             )
-    if not accelerator.is_main_process:
-        return {}
-    chosen = out / "grid" / f"lambda-{best['lambda']:g}"
-    for file in ("assistant.safetensors", "assistant_config.json"):
-        shutil.copyfile(chosen / file, out / f".{file}.tmp")
-        (out / f".{file}.tmp").replace(out / file)
-    selection = {
-        "assistant": name,
-        "distance": spec.distance,
-        "chosen_lambda": best["lambda"],
-        "criterion": "validation score: eval-CLIP cosine of G(c_hat, d) to the true target y",
-        "grid": [
-            {"lambda": r["lambda"], **r["validation"], **{f"train_{k}": v for k, v in r["final"].items()}} for r in grid
-        ],
-    }
-    atomic_write_json(out / "selection.json", selection)
-    atomic_write_json(paths.assistant_selection(name), selection)
-    logger.info(
-        "assistant %s: lambda %g chosen on validation (score %.4f)", name, best["lambda"], best["validation"]["score"]
-    )
-    return selection
+            torch.manual_seed(seed)
+            assistant = CafeAssistant.from_pretrained(
+                params.profile.lm,
+                config=config,
+                model_root=self.model_root,
+                device=accelerator.device,
+                dtype=self.lm_dtype,
+            )
+            prompts = [assistant.encode_prompt(m) for m in self.train_set.messages]
+            responses = [assistant.encode_response(r) for r in self.train_set.responses]
+            run_params = {"distance": spec.distance, "lambda": lam, "training_seed": seed}
+            main = folder is not None
+            nested = tracking.start_run(f"seed-{seed}/lambda-{lam:g}", params, log_params=run_params, root=self.root)
+            with nested if main else contextlib.nullcontext():
+                stats = train_assistant(
+                    assistant, prompts, responses, self.patches, self.targets, training, ckpt, accelerator=accelerator
+                )
+                if not main:
+                    return {}
+                pipe = CafePipeline(assistant, self.clip, self.dino, generator, self.sampling, a.max_new_tokens)
+                validation, figure = validate_assistant(
+                    pipe, self.source, self.val_set, self.eval_clip, seed=params.seed
+                )
+                tracking.log_metrics({f"val/{k}": v for k, v in validation.items()})
+                tracking.log_image(figure, "validation_samples")
+                assistant.save_pretrained(folder)
+                tracking.log_artifacts(folder, "assistant")
+            return {"lambda": lam, "distance": spec.distance, "final": stats, "validation": validation}
+
+        return build
 
 
 def validate_assistant(pipe, source, dialogues, eval_clip, *, seed: int, batch_size: int = 64) -> tuple[dict, object]:

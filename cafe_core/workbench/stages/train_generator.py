@@ -29,11 +29,14 @@ __all__ = ["GENERATOR_MARKER", "train_generator_stage"]
 GENERATOR_MARKER = "cafe_generator.json"
 
 
-def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict:
-    """Train generator ``name`` (its encoders from ``params.generators``) on the filtered teacher data.
+def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict[int, dict]:
+    """Train generator ``name`` (its encoders from ``params.generators``) on the filtered teacher data,
+    once per training seed (``params.seeds``), each to ``models/generator/<name>/seed-<seed>``.
 
-    Returns the final training losses. Runs under ``accelerate launch`` on several processes too:
-    each trains on its shard of every batch, the main one logs and publishes.
+    Returns each seed's final training losses. A seed already trained with this key is skipped, so
+    a killed stage resumes at the seed it was training (from its checkpoint). Runs under
+    ``accelerate launch`` on several processes too: each trains on its shard of every batch, the
+    main one logs and publishes.
     """
     from accelerate import Accelerator
 
@@ -55,14 +58,36 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     d = cached_features(
         f"dino-{spec.dino}", data["x"], dino.patch_tokens, key_parts=(dino_key,), cache_dir=paths.features
     )
-    key = config_hash(g.training(), params.seed, asdict(spec), clip_key, dino_key, len(c), code_digest(__name__))
-    ckpt = paths.checkpoints("generator") / f"{name}-{key}"
+    code, done = code_digest(__name__), {}
+    run_params = {"generator": g.training(), "spec": asdict(spec), "pairs": len(c), "seeds": params.seeds}
+    stage_run = tracking.start_run(f"train_generator@{name}", params, log_params=run_params, root=root)
+    with stage_run if accelerator.is_main_process else contextlib.nullcontext():
+        for seed in params.seeds:
+            key = config_hash(g.training(), seed, asdict(spec), clip_key, dino_key, len(c), code)
+            ckpt = paths.checkpoints("generator") / f"{name}-seed-{seed}-{key}"
+            record = build_once(
+                paths.generator(name, seed),
+                key=key,
+                marker=GENERATOR_MARKER,
+                build=_builder(params, root, name, seed, data, c, d, ckpt, accelerator),
+                checkpoint=ckpt,
+                main_process=accelerator.is_main_process,
+            )
+            accelerator.wait_for_everyone()
+            done[seed] = record["final"]
+    return done
+
+
+def _builder(params: Params, root: Path, name: str, seed: int, data: dict, c, d, ckpt: Path, accelerator):
+    """What ``build_once`` runs to train training seed ``seed`` of G ``name`` into a folder."""
+    paths, spec, g = ProjectPaths(root), params.generators[name], params.generator
+    model_root = paths.model_root(params.profile)
 
     def build(folder: Path | None) -> dict:
         t2i = TextToImage.from_pretrained(
             params.profile.text_to_image, model_root=model_root, device=accelerator.device
         )
-        torch.manual_seed(params.seed)  # G's new layers start from the run's seed, not torch's random one
+        torch.manual_seed(seed)  # G's new layers start from the training seed, not torch's random one
         gen = CafeGenerator.from_text_to_image(
             t2i,
             clip_dim=c.shape[-1],
@@ -77,22 +102,21 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
             lr=g.lr,
             drop_p=g.drop_p,
             checkpoint_every=g.checkpoint_every,
-            seed=params.seed,
+            seed=seed,
         )
         probe = _sample_probe(data, c, d)
 
         def log_samples(step: int) -> None:
             if accelerator.is_main_process and (step % g.sample_every == 0 or step == g.steps):
                 gen.eval()
-                images = gen.generate(probe["c"], probe["d"], num_inference_steps=g.sample_steps, seed=params.seed)
+                images = gen.generate(probe["c"], probe["d"], num_inference_steps=g.sample_steps, seed=seed)
                 gen.train()
                 rows = [list(probe["x"]), list(probe["y"]), list(images)]
                 fig = image_grid(rows, row_titles=["photo x", "target y", f"G step {step}"])
                 tracking.log_image(fig, "samples", step=step)
 
-        run_params = {"generator": g.training(), "spec": asdict(spec), "pairs": len(c)}
         main = accelerator.is_main_process
-        run = tracking.start_run(f"train_generator@{name}", params, log_params=run_params, root=root)
+        run = tracking.start_run(f"seed-{seed}", params, log_params={"training_seed": seed}, root=root)
         with run if main else contextlib.nullcontext():
             stats = train_generator(
                 gen, data["y"], c, d, training, ckpt, accelerator=accelerator, on_checkpoint=log_samples
@@ -100,18 +124,9 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
             if folder is not None:
                 gen.save_pretrained(folder)
                 tracking.log_artifacts(folder, "generator")  # CafeGenerator.from_pretrained(downloaded folder)
-        return {"spec": asdict(spec), "final": stats}
+        return {"spec": asdict(spec), "seed": seed, "final": stats}
 
-    record = build_once(
-        paths.generator(name),
-        key=key,
-        marker=GENERATOR_MARKER,
-        build=build,
-        checkpoint=ckpt,
-        main_process=accelerator.is_main_process,
-    )
-    accelerator.wait_for_everyone()
-    return record["final"]
+    return build
 
 
 def _sample_probe(data: dict, c: torch.Tensor, d: torch.Tensor, n: int = 8) -> dict:

@@ -1,0 +1,134 @@
+"""Where the time of a G training step goes on this machine, and what each lever buys (prints figures; not a test).
+
+    bin/with-env python scripts/benchmark_training_step.py [--repeats 5] [--batch 32]
+
+With the world models from `dvc repro pretrain_world` (G is built from the world's UNet, as the
+stage builds it; c and d are random, of the real shapes), it measures in one run:
+- the machine's matmul peak on all torch threads (fp32 and bf16, 2048 x 2048);
+- the FLOPs of one training step of G (forward + backward, torch's FlopCounterMode) and the
+  share of the fp32 peak the unaccelerated step reaches;
+- the median step time of each lever, as a ratio against the unaccelerated step:
+  channels_last, bf16 autocast, torch.compile.
+A lever that fails to run is reported with its error instead of a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cafe_core.models.encoders import ClipEncoder, DinoEncoder  # noqa: E402
+from cafe_core.models.generator import CafeGenerator  # noqa: E402
+from cafe_core.models.text_to_image import TextToImage  # noqa: E402
+from cafe_core.workbench.config import load_params  # noqa: E402
+
+
+def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n matmul in ``dtype`` on all torch threads."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e9
+
+
+def build_generator(params) -> CafeGenerator:
+    model_root = ROOT / params.profile.model_root
+    spec, g = params.generators["main"], params.generator
+    clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
+    dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
+    probe = torch.zeros(1, 3, params.world.image_size, params.world.image_size)
+    c_dim = clip.image_embeds(probe).shape[-1]
+    d_tokens, d_dim = dino.patch_tokens(probe).shape[1:]
+    t2i = TextToImage.from_pretrained(params.profile.text_to_image, model_root=model_root)
+    torch.manual_seed(0)
+    return CafeGenerator.from_text_to_image(
+        t2i, clip_dim=c_dim, dino_dim=d_dim, dino_tokens=d_tokens, clip_tokens=g.clip_tokens, attention=g.attention
+    ).train()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=None, help="default: params.yaml generator.batch_size")
+    args = parser.parse_args()
+    params = load_params(ROOT / "params.yaml")
+    batch = args.batch or params.generator.batch_size
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+
+    gen = build_generator(params)
+    size = params.world.image_size
+    gen_rng = torch.Generator().manual_seed(0)
+    target = torch.rand(batch, 3, size, size, generator=gen_rng) * 2 - 1
+    c = torch.randn(batch, gen.config.clip_dim, generator=gen_rng)
+    d = torch.randn(batch, gen.config.dino_tokens, gen.config.dino_dim, generator=gen_rng)
+    draws = gen.training_draws(target.shape, gen_rng, params.generator.drop_p)
+    optimizer = torch.optim.AdamW(gen.trainable_parameters(), lr=params.generator.lr)
+
+    def step(model: Callable = gen.forward, autocast: bool = False, memory_format=torch.contiguous_format) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(target.contiguous(memory_format=memory_format), c, d, **draws)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    base = median_seconds(step, args.repeats)
+    print(
+        f"G training step, batch {batch}: {flops / 1e9:.1f} GFLOP, {base * 1e3:.0f} ms, "
+        f"{flops / base / 1e9:.1f} GFLOP/s = {flops / base / 1e9 / peak['fp32']:.0%} of the fp32 matmul peak"
+    )
+
+    def channels_last() -> None:
+        gen.unet.to(memory_format=torch.channels_last)
+        try:
+            last = median_seconds(lambda: step(memory_format=torch.channels_last), args.repeats)
+            print(f"  channels_last: {base / last:.2f}x")
+        finally:
+            gen.unet.to(memory_format=torch.contiguous_format)
+
+    def bf16() -> None:
+        print(f"  bf16 autocast: {base / median_seconds(lambda: step(autocast=True), args.repeats):.2f}x")
+
+    def compiled() -> None:
+        forward = torch.compile(gen.forward)
+        print(f"  torch.compile: {base / median_seconds(lambda: step(model=forward), args.repeats, warmup=3):.2f}x")
+
+    print("speed-up of each lever against the unaccelerated step (median over repeats):")
+    for lever in (channels_last, bf16, compiled):
+        try:
+            lever()
+        except Exception as error:  # a lever this torch or CPU cannot run is a finding, not a crash
+            print(f"  {lever.__name__}: failed ({type(error).__name__}: {error})")
+
+
+if __name__ == "__main__":
+    main()
