@@ -37,8 +37,10 @@ from cafe_core.workbench.paths import ProjectPaths  # noqa: E402
 from cafe_core.workbench.stages.teacher_data import load_filtered  # noqa: E402
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,22 +31,14 @@ from cafe_core.models.generator import CafeGenerator  # noqa: E402
 from cafe_core.models.text_to_image import TextToImage  # noqa: E402
 from cafe_core.workbench.config import load_params  # noqa: E402
 
-
-def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_generation import median_time  # noqa: E402
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of an n x n matmul in ``dtype`` on all torch threads."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e9
+    return 2 * n**3 / median_time(lambda: a @ b, repeats) / 1e9
 
 
 def build_generator(params) -> CafeGenerator:
@@ -101,7 +91,7 @@ def main() -> None:
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
-    base = median_seconds(step, args.repeats)
+    base = median_time(step, args.repeats)
     print(
         f"G training step, batch {batch}: {flops / 1e9:.1f} GFLOP, {base * 1e3:.0f} ms, "
         f"{flops / base / 1e9:.1f} GFLOP/s = {flops / base / 1e9 / peak['fp32']:.0%} of the fp32 matmul peak"
@@ -110,17 +100,17 @@ def main() -> None:
     def channels_last() -> None:
         gen.unet.to(memory_format=torch.channels_last)
         try:
-            last = median_seconds(lambda: step(memory_format=torch.channels_last), args.repeats)
+            last = median_time(lambda: step(memory_format=torch.channels_last), args.repeats)
             print(f"  channels_last: {base / last:.2f}x")
         finally:
             gen.unet.to(memory_format=torch.contiguous_format)
 
     def bf16() -> None:
-        print(f"  bf16 autocast: {base / median_seconds(lambda: step(autocast=True), args.repeats):.2f}x")
+        print(f"  bf16 autocast: {base / median_time(lambda: step(autocast=True), args.repeats):.2f}x")
 
     def compiled() -> None:
         forward = torch.compile(gen.forward)
-        print(f"  torch.compile: {base / median_seconds(lambda: step(model=forward), args.repeats, warmup=3):.2f}x")
+        print(f"  torch.compile: {base / median_time(lambda: step(model=forward), args.repeats, warmup=3):.2f}x")
 
     print("speed-up of each lever against the unaccelerated step (median over repeats):")
     for lever in (channels_last, bf16, compiled):
