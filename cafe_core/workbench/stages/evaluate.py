@@ -118,7 +118,8 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict
     paths = ProjectPaths(root)
     source = evaluation_source(params, root)
     seeds = [None] if variant == REAL_IMAGES else list(params.seeds)
-    with tracking.start_run(f"evaluate@{variant}", params, log_params=_run_params(params, variant, source), root=root):
+    run_params = _run_params(params, root, variant, source)
+    with tracking.start_run(f"evaluate@{variant}", params, log_params=run_params, root=root):
         scorer = _Scorer(params, root, source)
         rows, grids, qualities = [], None, []
         for seed in seeds:
@@ -150,13 +151,13 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict
     return result
 
 
-def _run_params(params: Params, variant: str, source: DataSource) -> dict:
-    """What a variant's evaluation run records: its data, evaluation sizes, sampling, seeds and its spec."""
-    g = params.generator
+def _run_params(params: Params, root: Path, variant: str, source: DataSource) -> dict:
+    """What a variant's evaluation run records: its data, evaluation sizes, sampling (with the
+    guidance scales chosen on validation), seeds and its spec."""
     out = {"variant": variant, "data": source.name, "evaluation": to_dict(params.evaluation)}
-    out["sampling"] = g.sampling()
     if variant != REAL_IMAGES:
-        out["seeds"] = params.seeds
+        guidance = params.variants[variant].guidance if variant in params.variants else "both"
+        out.update(sampling=asdict(sampling(params, root, guidance)), seeds=params.seeds)
     if variant in params.variants:
         spec = params.variants[variant]
         out.update(asdict(spec), **asdict(params.generators[spec.generator]))
