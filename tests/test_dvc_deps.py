@@ -99,24 +99,31 @@ def test_generator_training_reads_only_the_keys_its_weights_depend_on():
 
 
 def test_plumbing_edits_keep_skip_keys_and_model_edits_change_them(tmp_path, monkeypatch):
-    """Editing how params are read or runs are logged reruns a stage without retraining its model."""
+    """Editing how params are read or runs are logged, or a model's comments and docstrings, reruns a
+    stage without retraining its model; editing a model's code retrains it."""
     from cafe_core.workbench import code_deps
 
     real = code_deps.module_file
     before = code_deps.code_digest("cafe_core.world.pretrain")
 
-    def edited(name):
+    def edited(name, edit):
         def module_file(module):
             path = real(module)
             if module != name:
                 return path
             copy = tmp_path / f"{module}.py"
-            copy.write_text(path.read_text() + "\n# an edit\n")
+            copy.write_text(edit(path.read_text()))
             return copy
 
         return module_file
 
-    monkeypatch.setattr(code_deps, "module_file", edited("cafe_core.workbench.config"))
-    assert code_deps.code_digest("cafe_core.world.pretrain") == before
-    monkeypatch.setattr(code_deps, "module_file", edited("cafe_core.world.pretrain"))
-    assert code_deps.code_digest("cafe_core.world.pretrain") != before
+    def set_digest(name, edit):
+        monkeypatch.setattr(code_deps, "module_file", edited(name, edit))
+        return code_deps.code_digest("cafe_core.world.pretrain")
+
+    assert set_digest("cafe_core.workbench.config", lambda text: text + "\nEDITED = 1\n") == before
+    words = '"""Pretraining CAFE-mini\'s foundation models inside the world.'
+    assert words in real("cafe_core.world.pretrain").read_text()
+    reworded = lambda text: text.replace(words, '"""Reworded.') + "\n# a comment\n"  # noqa: E731
+    assert set_digest("cafe_core.world.pretrain", reworded) == before
+    assert set_digest("cafe_core.world.pretrain", lambda text: text + "\nEDITED = 1\n") != before

@@ -21,6 +21,7 @@ __all__ = [
     "PACKAGE",
     "PLUMBING",
     "code_digest",
+    "code_text",
     "direct_imports",
     "import_closure",
     "module_file",
@@ -100,18 +101,32 @@ code dependencies) without retraining a model that is up to date."""
 
 
 def code_digest(*modules: str) -> str:
-    """A hash of the source of ``modules`` and everything they import, :data:`PLUMBING` aside: part
+    """A hash of the code of ``modules`` and everything they import, :data:`PLUMBING` aside: part
     of every skip key.
 
     A trained folder is reused only when its key matches, so with this in the key a code change
-    retrains what it touches, and ``dvc.lock`` never pairs new code with an old model.
+    retrains what it touches, and ``dvc.lock`` never pairs new code with an old model. What is
+    hashed is each module's syntax tree without docstrings (:func:`code_text`): editing a comment,
+    a docstring or the layout retrains nothing.
     """
     import hashlib
 
     digest = hashlib.sha256()
     for module in sorted(import_closure(set(modules)) - PLUMBING):
-        digest.update(module.encode() + b"\0" + module_file(module).read_bytes() + b"\0")
+        digest.update(module.encode() + b"\0" + code_text(module_file(module).read_text()).encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def code_text(source: str) -> str:
+    """What of ``source`` runs: its syntax tree, docstrings left out (comments and layout are not in a tree)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
 
 
 def notebook_imports(path: Path) -> set[str]:
