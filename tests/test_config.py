@@ -100,6 +100,7 @@ def test_shipped_sd2_settings_filter_at_the_papers_thresholds_and_read_real_data
     [
         (lambda r: r.update(seeds=[]), r"'seeds' must be a non-empty list of distinct seeds"),
         (lambda r: r.update(seeds=[0, 0]), r"'seeds' must be a non-empty list of distinct seeds"),
+        (lambda r: r.update(seeds=[1, 2]), r"'guidance.seed' \(0\) must be one of the training seeds \[1, 2\]"),
         (lambda r: r["variants"]["both"].update(assistant="msee"), r"'variants.both.assistant' names 'msee'"),
         (lambda r: r["assistants"]["mse"].update(generator="huge"), r"'assistants.mse.generator' names 'huge'"),
         (lambda r: r["fidelity"].update(variant="all"), r"'fidelity.variant' names 'all'"),

@@ -88,11 +88,63 @@ class Killed(Exception):
     pass
 
 
-def test_interrupted_generator_training_resumes_to_the_same_weights(tmp_path):
+def test_min_snr_weights_down_weigh_only_the_clean_timesteps():
+    from diffusers.training_utils import compute_snr
+
+    from cafe_core.models.generator import min_snr_weights
+
+    gen = tiny_generator()
+    t = torch.arange(0, gen.scheduler.config.num_train_timesteps, 37)
+    snr = compute_snr(gen.scheduler, t)
+    w = min_snr_weights(gen.scheduler, t, 5.0)
+    assert torch.all(w[snr <= 5.0] == 1.0) and torch.all(w[snr > 5.0] < 1.0)
+    torch.testing.assert_close(w[snr > 5.0], 5.0 / snr[snr > 5.0])
+    with pytest.raises(ValueError, match="snr_gamma must be > 0"):
+        min_snr_weights(gen.scheduler, t, 0.0)
+
+
+def test_min_snr_loss_is_the_weighted_mean_of_per_sample_losses():
+    from cafe_core.models.generator import min_snr_weights
+
+    gen = tiny_generator()
+    c, d = cond(4)
+    target = torch.rand(4, 3, 8, 8) * 2 - 1
+    draws = gen.training_draws(target.shape, torch.Generator().manual_seed(0))
+    n = gen.scheduler.config.num_train_timesteps
+    draws["timesteps"] = torch.tensor([0, 2, n // 2, n - 1])  # clean to noisy: weights below and at 1
+    per_sample = []
+    for i in range(4):  # each sample alone: the plain loss of one sample is its own MSE
+        one = {k: v[i : i + 1] for k, v in draws.items()}
+        per_sample.append(gen(target[i : i + 1], c[i : i + 1], d[i : i + 1], **one))
+    expected = (torch.stack(per_sample) * min_snr_weights(gen.scheduler, draws["timesteps"], 5.0)).mean()
+    torch.testing.assert_close(gen(target, c, d, **draws, snr_gamma=5.0), expected)
+    assert gen(target, c, d, **draws, snr_gamma=5.0) < gen(target, c, d, **draws)
+
+
+def test_ema_publishes_the_average_of_the_weights_along_the_run(tmp_path):
     from cafe_core.workbench.training import GeneratorTraining, train_generator
 
     targets, c, d = _toy_data()
-    cfg = GeneratorTraining(steps=6, batch_size=4, lr=1e-3, checkpoint_every=2)
+    last = tiny_generator()
+    train_generator(last, targets, c, d, GeneratorTraining(steps=6, batch_size=4, lr=1e-2), tmp_path / "last")
+    averaged = tiny_generator()
+    cfg = GeneratorTraining(steps=6, batch_size=4, lr=1e-2, ema_decay=0.5)
+    train_generator(averaged, targets, c, d, cfg, tmp_path / "ema")
+    start = tiny_generator()
+    w = {k: v for k, v in averaged.state_dict().items() if "to_k_dino" in k}
+    for key, value in w.items():  # between the start and the last weights, at neither end
+        moved, end = (value - start.state_dict()[key]).norm(), (last.state_dict()[key] - start.state_dict()[key]).norm()
+        assert 0 < moved < end, key
+    with pytest.raises(ValueError, match="ema_decay must lie in"):
+        train_generator(tiny_generator(), targets, c, d, GeneratorTraining(6, 4, 1e-2, ema_decay=1.0), tmp_path / "x")
+
+
+@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9, "snr_gamma": 5.0}], ids=["eq3", "ema-min-snr"])
+def test_interrupted_generator_training_resumes_to_the_same_weights(tmp_path, options):
+    from cafe_core.workbench.training import GeneratorTraining, train_generator
+
+    targets, c, d = _toy_data()
+    cfg = GeneratorTraining(steps=6, batch_size=4, lr=1e-3, checkpoint_every=2, **options)
     reference = tiny_generator()
     train_generator(reference, targets, c, d, cfg, tmp_path / "a")
 

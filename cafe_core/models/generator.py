@@ -30,10 +30,21 @@ from .attention import (
 from .guidance import BRANCHES, guidance_mode
 from .text_to_image import TextToImage, UNetDeviceMixin, decode_images, initial_noise, make_scheduler
 
-__all__ = ["CONDITIONING_CONFIG", "CONDITIONING_FILE", "CafeGenerator"]
+__all__ = ["CONDITIONING_CONFIG", "CONDITIONING_FILE", "CafeGenerator", "min_snr_weights"]
 
 CONDITIONING_FILE = "cafe_conditioning.safetensors"
 CONDITIONING_CONFIG = "cafe_conditioning.json"
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """(B,) Min-SNR-gamma loss weights of epsilon prediction, ``min(SNR, gamma) / SNR``, from diffusers'
+    ``compute_snr`` (the weighting of its text-to-image training scripts)."""
+    from diffusers.training_utils import compute_snr
+
+    if not gamma > 0:
+        raise ValueError(f"snr_gamma must be > 0, got {gamma}")
+    snr = compute_snr(scheduler, timesteps).clamp_min(1e-12)
+    return snr.clamp(max=gamma) / snr
 
 
 class CafeGenerator(UNetDeviceMixin, nn.Module):
@@ -165,6 +176,7 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         timesteps: torch.Tensor,
         keep_c: torch.Tensor,
         keep_d: torch.Tensor,
+        snr_gamma: float | None = None,
     ) -> torch.Tensor:
         """Eq. 3: the epsilon-prediction MSE of one batch (a scalar).
 
@@ -174,6 +186,10 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
             d: (B, N, dino_dim) DINO patch tokens E_d(x) of the subject photos.
             noise: (B, C, h, w) the noise to add; timesteps: (B,) int.
             keep_c, keep_d: (B,) bool; False drops that source for the sample (classifier-free guidance).
+            snr_gamma: None for eq. 3's plain mean; a value gamma weighs each sample's MSE by
+                ``min(SNR(t), gamma) / SNR(t)`` (Min-SNR, Hang et al. 2023): the nearly clean
+                timesteps, whose noise is hardest to predict and says least about what is drawn,
+                stop dominating the gradient.
 
         The randomness comes from the caller (:meth:`training_draws`), so a batch split over
         processes sees exactly the draws the whole batch would have had in one process.
@@ -184,7 +200,10 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         pred = self.unet(
             self.scheduler.add_noise(target, noise, timesteps), timesteps, encoder_hidden_states=tokens
         ).sample
-        return F.mse_loss(pred.float(), noise.float())
+        if snr_gamma is None:
+            return F.mse_loss(pred.float(), noise.float())
+        per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+        return (per_sample * min_snr_weights(self.scheduler, timesteps, snr_gamma)).mean()
 
     def training_draws(self, target_shape: tuple, generator: torch.Generator, drop_p: float = 0.1) -> dict:
         """Noise, timesteps and independent c/d drops (p = `drop_p` each) for one batch."""

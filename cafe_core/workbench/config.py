@@ -107,7 +107,7 @@ class ClipParams:
 
 @dataclass(frozen=True)
 class VitParams:
-    """A small ViT trained in the world (the DINO-like encoders and the face-ID model)."""
+    """A small ViT trained in the world (the face-ID model; the base of the DINO-like encoders and the probe)."""
 
     seed: int
     hidden_size: int
@@ -117,9 +117,14 @@ class VitParams:
     steps: int
     batch_size: int
     lr: float
-    # DINO's multi-crop (DINO-like encoders only): this many small crops (a 0.05-0.4 share of the
-    # image, drawn at ``local_size`` pixels) per image, each matched to its image's global views;
-    # their centres lie within ``local_spread`` of the room around the image centre (1: anywhere).
+
+
+@dataclass(frozen=True)
+class DinoParams(VitParams):
+    """A DINO-like encoder, with DINO's multi-crop: ``local_crops`` small crops (a 0.05-0.4 share of
+    the image, drawn at ``local_size`` pixels) per image, each matched to its image's global views;
+    their centres lie within ``local_spread`` of the room around the image centre (1: anywhere)."""
+
     local_crops: int = 0
     local_size: int = 8
     local_spread: float = 1.0
@@ -159,9 +164,9 @@ class PretrainParams:
     clip: ClipParams
     clip_eval: ClipParams
     clip_small: ClipParams  # table 5's smaller CLIP (the stage pretrain_world_small)
-    dino: VitParams
-    dino_eval: VitParams
-    dino_small: VitParams  # table 5's smaller DINO
+    dino: DinoParams
+    dino_eval: DinoParams
+    dino_small: DinoParams  # table 5's smaller DINO
     face_id: VitParams
     lm: LMParams
     t2i: T2IParams
@@ -179,18 +184,10 @@ class WorldEvalParams:
 
 
 @dataclass(frozen=True)
-class FidelityProbeParams:
+class FidelityProbeParams(VitParams):
     """The fidelity probe's classifier (:mod:`cafe_core.world.fidelity`): a small ViT trained with
     the world's labels on true renders of training subjects."""
 
-    seed: int
-    hidden_size: int
-    layers: int
-    heads: int
-    patch_size: int
-    steps: int
-    batch_size: int
-    lr: float
     noise: float  # std of the pixel noise added in training (images in [0, 1])
     renders: int  # true renders of training subjects it trains on
     eval_renders: int  # true renders of held-out subjects its accuracy is stated on
@@ -234,8 +231,10 @@ class GeneratorParams:
     scheduler: str
     clip_scale: float
     dino_scale: float
+    snr_gamma: float | None = None  # Min-SNR-gamma loss weighting of eq. 3; None: the plain mean
+    ema_decay: float | None = None  # G published as an exponential moving average of its weights
 
-    TRAINING_KEYS = ("steps", "batch_size", "lr", "drop_p", "clip_tokens", "attention")
+    TRAINING_KEYS = ("steps", "batch_size", "lr", "drop_p", "clip_tokens", "attention", "snr_gamma", "ema_decay")
     """What G's weights depend on: its stage's params and skip key read only these, so changing a
     sampling setting (``clip_scale``, ``sample_steps``) re-evaluates without retraining."""
     SAMPLING_KEYS = ("sample_steps", "scheduler", "clip_scale", "dino_scale")
@@ -305,7 +304,8 @@ class AssistantSpec:
 class GuidanceGridParams:
     """The guidance scales (s_c, s_d) of eq. 3 searched on validation subjects (never the tables' subjects)."""
 
-    generator: str  # key of `generators`: the G whose first training seed is searched
+    generator: str  # key of `generators`: the G searched
+    seed: int  # its training seed searched (one of `seeds`): adding a seed does not search again
     clip_scales: list[float]
     dino_scales: list[float]
     object_subjects: int
@@ -476,6 +476,10 @@ def _check_references(params: Params, source: str) -> None:
                 )
     need("fidelity.variant", params.fidelity.variant, params.variants, "variants")
     need("guidance.generator", params.guidance.generator, params.generators, "generators")
+    if params.guidance.seed not in params.seeds:
+        raise ParamsError(
+            f"{source}: key 'guidance.seed' ({params.guidance.seed}) must be one of the training seeds {params.seeds}"
+        )
 
 
 def _merge(base: dict, override: Any, where: str, source: str) -> dict:

@@ -39,6 +39,8 @@ class GeneratorTraining:
     weight_decay: float = 0.01
     checkpoint_every: int = 200
     seed: int = 0
+    snr_gamma: float | None = None  # Min-SNR-gamma loss weights (CafeGenerator.forward); None: eq. 3's plain mean
+    ema_decay: float | None = None  # publish an exponential moving average of the weights; None: the last weights
 
 
 def train_generator(
@@ -71,6 +73,7 @@ def train_generator(
         generator.vae.eval()
     params = generator.trainable_parameters()  # the UNet (CAFE processors inside) and the conditioner
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    ema = _ema(generator.trainable_module(), config.ema_decay)
     model, optimizer = accelerator.prepare(generator, optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
     images = torch.from_numpy(np.ascontiguousarray(targets))
@@ -84,15 +87,36 @@ def train_generator(
         shard = slice(rank, None, world)
         set_lr(optimizer, cosine_lr(i, config.steps, config.lr))
         y = generator.encode_target(images[idx[shard]].permute(0, 3, 1, 2).float() / 255.0)
-        loss = model(y, c[idx[shard]], d[idx[shard]], **{k: v[shard] for k, v in draws.items()})
+        loss = model(
+            y, c[idx[shard]], d[idx[shard]], **{k: v[shard] for k, v in draws.items()}, snr_gamma=config.snr_gamma
+        )
         update(accelerator, loss, params, optimizer)
+        if ema is not None:
+            ema.update_parameters(generator.trainable_module())
         return {"loss": loss.detach()}
 
     loop = LoopConfig(name="generator", steps=config.steps, checkpoint_every=config.checkpoint_every, seed=config.seed)
     trainable = {"unet": generator.unet, "conditioner": generator.conditioner}
+    if ema is not None:
+        trainable["ema"] = ema  # checkpointed with the weights, so a resumed run averages what an unbroken one would
     stats = run_loop(loop, step, trainable, optimizer, ckpt_dir, on_checkpoint=on_checkpoint, accelerator=accelerator)
+    if ema is not None:
+        with torch.no_grad():
+            for live, average in zip(generator.trainable_parameters(), ema.module.parameters(), strict=True):
+                live.copy_(average)
     generator.eval()
     return stats
+
+
+def _ema(module: torch.nn.Module, decay: float | None):
+    """torch's exponential moving average of ``module``'s parameters (a copy), or None."""
+    if decay is None:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"ema_decay must lie in (0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
 
 def _target_shape(generator) -> tuple[int, int, int]:

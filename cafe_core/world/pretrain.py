@@ -42,7 +42,7 @@ from ..workbench import loop as train
 from ..workbench.artifacts import build_once
 from ..workbench.artifacts import read_marker as _read_marker
 from ..workbench.code_deps import code_digest
-from ..workbench.config import ClipParams, LMParams, Params, T2IParams, VitParams, to_dict
+from ..workbench.config import ClipParams, DinoParams, LMParams, Params, T2IParams, VitParams, to_dict
 from ..workbench.loop import cosine_lr, set_lr
 from .datasets import RenderedSet, build_tokenizer, check_vocabulary, dialogue_texts, render_set
 from .world import DOMAINS, World, make_world
@@ -251,7 +251,7 @@ def local_to_global(local: torch.Tensor, views: tuple[torch.Tensor, ...], temper
     return torch.stack([F.cross_entropy(zl @ F.normalize(v, dim=-1).T / temperature, target) for v in views]).mean()
 
 
-def train_dino(ws: Workspace, p: VitParams, name: str, out: Path, ckpt: Path) -> dict:
+def train_dino(ws: Workspace, p: DinoParams, name: str, out: Path, ckpt: Path) -> dict:
     from transformers import Dinov2Model
 
     data = ws.train_set

@@ -103,6 +103,8 @@ def _builder(params: Params, root: Path, name: str, seed: int, data: dict, c, d,
             drop_p=g.drop_p,
             checkpoint_every=g.checkpoint_every,
             seed=seed,
+            snr_gamma=g.snr_gamma,
+            ema_decay=g.ema_decay,
         )
         probe = _sample_probe(data, c, d)
 
