@@ -49,3 +49,30 @@ def test_blend_keeps_endpoints_and_interpolates_norm():
     torch.testing.assert_close(mid.norm(dim=-1), 0.5 * a.norm(dim=-1) + 0.5 * b.norm(dim=-1))
     with pytest.raises(ValueError, match="lambda"):
         blend_embeddings(a, b, 1.5)
+
+
+def test_dpm_solver_holds_a_pixel_model_to_its_range_as_ddim_does():
+    """A pixel-space model (its scheduler clips the clean sample) keeps DPM-Solver++'s clean-sample
+    prediction in [-1, 1], as DDIM does; a latent-space config (SD2: no clipping) is left alone."""
+    from diffusers import DDPMScheduler
+
+    from cafe_core.models.text_to_image import make_scheduler
+
+    pixels = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2").config
+    latents = DDPMScheduler(num_train_timesteps=100, clip_sample=False).config
+    assert make_scheduler("ddim", pixels).config.clip_sample
+    held = make_scheduler("dpmsolver++", pixels)
+    assert held.config.thresholding and held.config.sample_max_value == 1.0
+    assert not make_scheduler("dpmsolver++", latents).config.thresholding
+
+    def last_step(scheduler, eps_scale):
+        """One final step from x_t = 0 with a huge noise estimate: the clean-sample guess is -eps * sigma / alpha."""
+        scheduler.set_timesteps(4)
+        x = torch.zeros(1, 3, 4, 4)
+        eps = torch.full_like(x, eps_scale)
+        for t in scheduler.timesteps:
+            x = scheduler.step(eps, t, x).prev_sample
+        return x
+
+    assert last_step(held, 50.0).abs().max() <= 1.0 + 1e-5
+    assert last_step(make_scheduler("dpmsolver++", latents), 50.0).abs().max() > 1.5

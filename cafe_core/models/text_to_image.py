@@ -24,13 +24,24 @@ SCHEDULERS = ("ddim", "dpmsolver++", "ddpm")
 
 
 def make_scheduler(kind: str, config: dict):
-    """A sampling scheduler built from the training scheduler's config (diffusers convention)."""
+    """A sampling scheduler built from the training scheduler's config (diffusers convention).
+
+    A model whose training scheduler clips its predicted clean sample (``clip_sample``: pixel
+    space, CAFE-mini) has DPM-Solver++ hold that prediction to the same range, as DDIM and DDPM
+    do by reading ``clip_sample``: DPM-Solver's ``thresholding`` with ``sample_max_value`` =
+    ``clip_sample_range`` (its dynamic threshold is then the fixed range). Without it, strong
+    guidance pushes pixels far past [-1, 1] and saturates them. Latent-space configs (SD2's
+    ``clip_sample: false``) are left as they are.
+    """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     if kind == "ddim":
         return DDIMScheduler.from_config(config)
     if kind == "dpmsolver++":
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+        clip = {}
+        if config.get("clip_sample", False):
+            clip = {"thresholding": True, "sample_max_value": config.get("clip_sample_range", 1.0)}
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", **clip)
     if kind == "ddpm":
         return DDPMScheduler.from_config(config)
     raise ValueError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
