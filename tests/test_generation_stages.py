@@ -157,12 +157,18 @@ def test_a_killed_evaluation_resumes_at_the_seed_it_was_scoring(trained, monkeyp
 
     params, root, _, _ = trained
     first = evaluate_variant(params, root, "clip_only")
+    samples = ProjectPaths(root).variant_samples("clip_only")
+    grids = {png.name: png.read_bytes() for png in samples.glob("*.png")}
+    assert sorted(grids) == ["face.png", "object.png"]
+    for png in samples.glob("*.png"):
+        png.unlink()
 
     def no_drawing(*args, **kwargs):
         raise AssertionError("a scored training seed was drawn again")
 
     monkeypatch.setattr(evaluate._Drawer, "for_variant", no_drawing)
     assert evaluate_variant(params, root, "clip_only") == first
+    assert {png.name: png.read_bytes() for png in samples.glob("*.png")} == grids  # the first seed's drawings
 
 
 def test_fast_path_takes_reference_images(trained):

@@ -59,3 +59,10 @@ def figure_to_array(fig, dpi: int = 120) -> np.ndarray:
     fig.savefig(buffer, format="png", dpi=dpi)
     buffer.seek(0)
     return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def save_figure(fig, path, dpi: int = 150):
+    """Write ``fig`` as a PNG at ``path`` atomically: a killed stage leaves no half image."""
+    from ..utils.files import atomic_write
+
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))

@@ -95,7 +95,7 @@ def _values(domain: str, name: str) -> tuple[str, ...]:
 
 def hidden_groups(world: World, subject: Subject, context: Context | None) -> frozenset[str]:
     """Attributes ``context`` overrides or hides for ``subject``: not asked of its images."""
-    hidden = world._hidden(subject, context)  # the world's own rule for captions and responses
+    hidden = world.hidden_details(subject, context)  # the world's own rule for captions and responses
     if context is not None and context.name in _CLASS_REDRAWN:
         hidden |= {"class"}
     return hidden

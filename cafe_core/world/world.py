@@ -246,7 +246,7 @@ class World:
         """
         self._check_context(subject, context)
         phrase = _NEUTRAL_PHRASE if context is None else context.phrase
-        fragments = _detail_fragments(subject, self._hidden(subject, context))
+        fragments = _detail_fragments(subject, self.hidden_details(subject, context))
         chosen: list[tuple[bool, str]] = []
         if fragments and rng.random() < self.config.caption_detail_p:
             keep = rng.random(len(fragments)) < 0.5
@@ -330,7 +330,9 @@ class World:
         """The request for a context, e.g. ("this", "ball") -> "this ball on the beach"."""
         return _request(self._specs[context.domain, context.name]).replace("this {}", f"{determiner} {{}}").format(cls)
 
-    def _hidden(self, subject: Subject, context: Context | None) -> frozenset[str]:
+    def hidden_details(self, subject: Subject, context: Context | None) -> frozenset[str]:
+        """The identity details ``context`` overrides or hides for ``subject`` (a red ball's colour, a
+        sketch's skin tone): captions and responses leave them out, and graders do not ask them."""
         if context is None:
             return frozenset()
         hidden = self._specs[context.domain, context.name].hides
@@ -340,7 +342,7 @@ class World:
 
     def _kept(self, subject: Subject, context: Context) -> str:
         """Which identity details the response promises to keep: "colour and pattern"."""
-        hidden = self._hidden(subject, context)
+        hidden = self.hidden_details(subject, context)
         nouns = [noun for noun, key in _KEPT_NOUNS[subject.domain] if key not in hidden and subject.attr(key) != NONE]
         return _join_and(nouns) if nouns else _FALLBACK_KEPT
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ...pipeline import Sampling
 from ..config import Params
 from ..paths import ProjectPaths
@@ -18,5 +20,4 @@ def sampling(params: Params, root, guidance: str = "both") -> Sampling:
         raise FileNotFoundError(
             f"{ProjectPaths(root).guidance_grid} is missing: run `dvc repro guidance` (it chooses s_c and s_d)"
         )
-    g = params.generator
-    return Sampling(g.sample_steps, g.scheduler, chosen["clip_scale"], chosen["dino_scale"], guidance)
+    return dataclasses.replace(Sampling.from_params(params.generator, chosen), guidance=guidance)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ...benchmarks.metrics import (
@@ -34,12 +36,12 @@ from .. import tracking
 from ..code_deps import code_digest
 from ..config import Params, VariantSpec, to_dict
 from ..paths import ProjectPaths
-from ..plots import image_grid
+from ..plots import image_grid, save_figure
 from ..sources import evaluation_source
 from .common import GT_EMBEDDING, REAL_IMAGES, TARGET_SEEDS, encoder_key
 from .drawing import sampling
 
-__all__ = ["PromptReferences", "draw_from_prompts", "evaluate_variant", "reference_pipeline"]
+__all__ = ["Judges", "PromptReferences", "draw_from_prompts", "evaluate_variant", "reference_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +134,9 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict
         out = paths.variant(variant)
         samples = paths.variant_samples(variant)
         samples.mkdir(parents=True, exist_ok=True)
-        for domain, (shown, titles) in grids.items():
-            figure = image_grid(shown, col_titles=titles)
-            figure.savefig(samples / f"{domain}.png", dpi=150)
-            tracking.log_image(figure, f"samples_{domain}")
+        for domain, png in grids.items():
+            shutil.copyfile(png, samples / f"{domain}.png")
+            tracking.log_image(np.asarray(Image.open(png).convert("RGB")), f"samples_{domain}")
         tracking.log_metrics({f"{d}/{k}": v for d, scores in result.items() for k, v in scores.items()})
         if variant in params.variants:  # a DVC metrics file of every variant: empty where words are not judged
             quality = _mean_quality(qualities) if qualities else {}
@@ -190,33 +191,59 @@ def _mean_quality(qualities: list[dict]) -> dict:
 _LABELS = ("subject", "domain", "seed")
 
 
+class Judges:
+    """What scores a drawing: the evaluation CLIP and DINO, the face-identity model, and the data
+    source's own verdicts where it knows the truth (CAFE-mini's fidelity probe)."""
+
+    def __init__(self, params: Params, root: Path, source: DataSource) -> None:
+        self.source = source
+        model_root = ProjectPaths(root).model_root(params.profile)
+        self.eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
+        self.eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
+        self.face = load_face_embedder(params.profile.face_id, model_root=model_root)
+
+    def __call__(self, case: EvalCase, images: np.ndarray) -> tuple[dict[str, float], list[dict]]:
+        """DreamBench's scores of one drawing of every prompt of ``case`` (CLIP-T against the
+        prompts; DINO and CLIP-I against the subject's photos for objects, ID for faces), and the
+        source's fidelity verdicts (empty where it cannot judge)."""
+        refs = case.reference_images
+        scores = {"CLIP-T": clip_t_similarity(self.eval_clip, images, [p.prompt for p in case.prompts])}
+        if case.domain == "object":
+            scores["DINO"] = dino_similarity(self.eval_dino, images, refs)
+            scores["CLIP-I"] = clip_i_similarity(self.eval_clip, images, refs)
+        else:
+            scores["ID"] = identity_similarity(self.face, images, refs)
+        return scores, self.source.judge_fidelity(case, images) or []
+
+
 class _Scorer:
     """Draws and scores every case of one training seed; keeps each finished seed in ``data/evaluations``."""
 
     def __init__(self, params: Params, root: Path, source: DataSource) -> None:
         self.params, self.root, self.source = params, root, source
-        paths = ProjectPaths(root)
-        model_root = paths.model_root(params.profile)
-        self.eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
-        self.eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
-        self.face = load_face_embedder(params.profile.face_id, model_root=model_root)
+        self.judges = Judges(params, root, source)
+        self.eval_clip, self.eval_dino, self.face = self.judges.eval_clip, self.judges.eval_dino, self.judges.face
 
-    def seed(self, variant: str, seed: int | None) -> tuple[list[dict], dict, dict | None]:
-        """``(per-subject rows, {domain: grid cells}, quality or None)`` of training seed ``seed``."""
+    def seed(self, variant: str, seed: int | None) -> tuple[list[dict], dict[str, Path], dict | None]:
+        """``(per-subject rows, {domain: sample grid PNG}, quality or None)`` of training seed ``seed``.
+
+        A finished seed is kept as its scores (JSON) beside one sample-grid PNG per domain, the
+        scores written last: a seed with its JSON is complete.
+        """
         cache = self._cache(variant, seed)
+        grids = {d: cache.with_name(f"{cache.stem}-{d}.png") for d in self.source.domains}
         if cache.is_file():
             kept = json.loads(cache.read_text())
             logger.info("evaluate@%s: training seed %s was scored before (%s)", variant, seed, cache.name)
-            grids = {
-                d: ([[np.asarray(c, np.uint8) for c in row] for row in g["shown"]], g["titles"])
-                for d, g in kept["grids"].items()
-            }
+            tracking.record_work(built=False)
             return kept["rows"], grids, kept["quality"]
         drawer = _Drawer.for_variant(self.params, self.root, variant, self.source, seed)
-        rows, grids = self._score(variant, seed, drawer)
+        rows, cells = self._score(variant, seed, drawer)
         quality = drawer.finish(self.eval_clip, self.eval_dino, self.face)
-        shown = {d: {"shown": [[c.tolist() for c in row] for row in g[0]], "titles": g[1]} for d, g in grids.items()}
-        atomic_write_json(cache, {"rows": rows, "grids": shown, "quality": quality})
+        for domain, (shown, titles) in cells.items():
+            save_figure(image_grid(shown, col_titles=titles), grids[domain])
+        atomic_write_json(cache, {"rows": rows, "quality": quality})
+        tracking.record_work(built=True)
         return rows, grids, quality
 
     def _cache(self, variant: str, seed: int | None) -> Path:
@@ -254,19 +281,14 @@ class _Scorer:
             cases = source.eval_cases(domain, subjects[domain], e.prompts, self.params.seed, e.references)
             shown = []
             for case in tqdm(cases, desc=f"{variant} seed {seed} {domain}", disable=None):
-                prompts = [p.prompt for p in case.prompts]
                 scores: dict[str, list[float]] = {"DINO": [], "CLIP-I": [], "CLIP-T": [], "ID": []}
                 verdicts: list[dict] = []
                 for k in range(e.images_per_prompt):
                     images = drawer(case, k)
-                    refs = case.reference_images
-                    scores["CLIP-T"].append(clip_t_similarity(self.eval_clip, images, prompts))
-                    if domain == "object":
-                        scores["DINO"].append(dino_similarity(self.eval_dino, images, refs))
-                        scores["CLIP-I"].append(clip_i_similarity(self.eval_clip, images, refs))
-                    else:
-                        scores["ID"].append(identity_similarity(self.face, images, refs))
-                    verdicts += source.judge_fidelity(case, images) or []
+                    drawing, judged = self.judges(case, images)
+                    for name, value in drawing.items():
+                        scores[name].append(value)
+                    verdicts += judged
                     if k == 0 and len(shown) < 6:
                         shown.append([np.asarray(case.input_image), *images[:8]])
                 row = {k: float(np.mean(v)) for k, v in scores.items() if v}

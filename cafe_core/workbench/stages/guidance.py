@@ -2,7 +2,7 @@
 
 Every later draw of G (the assistant's validation, every evaluation, chat) reads the chosen pair
 from ``results/guidance/grid.json``. The search draws G alone (c from the base model's image of
-the plain prompt, the first training seed), so it comes before the assistant, and it never sees
+the plain prompt, training seed ``guidance.seed``), so it comes before the assistant, and it never sees
 the subjects the tables are measured on.
 """
 
@@ -15,18 +15,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ...benchmarks.metrics import clip_t_similarity, dino_similarity, fidelity_figures, identity_similarity
+from ...benchmarks.metrics import fidelity_figures
 from ...data.sources import DataUnavailable
-from ...models.encoders import ClipEncoder, DinoEncoder, load_face_embedder
 from ...pipeline import CafePipeline, Sampling
 from ...utils.files import atomic_write_json
 from .. import tracking
 from ..config import Params, to_dict
 from ..paths import ProjectPaths
 from ..sources import evaluation_source
-from .evaluate import PromptReferences, draw_from_prompts
+from .evaluate import Judges, PromptReferences, draw_from_prompts
 
-__all__ = ["guidance_grid"]
+__all__ = ["GridScorer", "guidance_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def guidance_grid(params: Params, root: Path) -> dict:
     """
     p, paths = params.guidance, ProjectPaths(root)
     source = evaluation_source(params, root)
-    seed = params.seeds[0]
+    seed = params.guidance.seed
     counts = {"object": p.object_subjects, "face": p.face_subjects}
     record = {"generator": p.generator, "training_seed": seed, "prompts": p.prompts, "subjects": counts}
     with tracking.start_run("guidance", params, log_params=to_dict(p), root=root):
@@ -61,7 +60,7 @@ def guidance_grid(params: Params, root: Path) -> dict:
             record["chosen"] = {"clip_scale": g.clip_scale, "dino_scale": g.dino_scale}
             atomic_write_json(paths.guidance_grid, record)
             return record
-        scorer = _GridScorer(params, root, source, cases, seed)
+        scorer = GridScorer(params, root, source, cases, seed)
         grid = [scorer(sc, sd) for sc, sd in tqdm(list(product(p.clip_scales, p.dino_scales)), desc="guidance")]
         scorer.references.save()
         best = max(grid, key=lambda r: r["score"])
@@ -74,19 +73,17 @@ def guidance_grid(params: Params, root: Path) -> dict:
     return record
 
 
-class _GridScorer:
-    """Draws every validation case at one pair of scales and scores the drawings."""
+class GridScorer:
+    """Draws every validation case with G alone at one pair of scales and scores the drawings as
+    the evaluation does (:class:`~.evaluate.Judges`); ``identity`` is DINO for objects, ID for faces."""
 
     def __init__(self, params: Params, root: Path, source, cases: dict, seed: int) -> None:
         self.params, self.source, self.cases = params, source, cases
-        model_root = ProjectPaths(root).model_root(params.profile)
         self.pipe = CafePipeline.from_params(
             params, root, assistant=None, generator=params.guidance.generator, seed=seed, device="cpu"
         )
         self.references = PromptReferences.from_params(params, root)
-        self.eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
-        self.eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
-        self.face = load_face_embedder(params.profile.face_id, model_root=model_root)
+        self.judges = Judges(params, root, source)
         self.criterion = "encoders"
 
     def __call__(self, clip_scale: float, dino_scale: float) -> dict:
@@ -98,12 +95,10 @@ class _GridScorer:
             for case in cases:
                 prompts = [q.prompt for q in case.prompts]
                 images = draw_from_prompts(self.pipe, self.references, case.input_image, prompts, self.params.seed)
-                clip_t.append(clip_t_similarity(self.eval_clip, images, prompts))
-                if domain == "object":
-                    identity.append(dino_similarity(self.eval_dino, images, case.reference_images))
-                else:
-                    identity.append(identity_similarity(self.face, images, case.reference_images))
-                verdicts += self.source.judge_fidelity(case, images) or []
+                scores, judged = self.judges(case, images)
+                clip_t.append(scores["CLIP-T"])
+                identity.append(scores["DINO" if domain == "object" else "ID"])
+                verdicts += judged
             row[domain] = {"CLIP-T": float(np.mean(clip_t)), "identity": float(np.mean(identity))}
             if verdicts:
                 figures = fidelity_figures(verdicts)

@@ -98,20 +98,14 @@ class _Trainer:
         self.clip = ClipEncoder.from_pretrained(gen_spec.clip, model_root=self.model_root, device=device)
         self.dino = DinoEncoder.from_pretrained(gen_spec.dino, model_root=self.model_root, device=device)
         self.clip_key = encoder_key(params, paths, gen_spec.clip)
-        self.patches = cached_features(
-            f"clip-patches-{gen_spec.clip}",
-            source_set.x,
-            self.clip.patch_features,
-            key_parts=(self.clip_key,),
-            cache_dir=paths.features,
-        )
-        self.targets = cached_features(
-            f"clip-{gen_spec.clip}",
-            source_set.y,
-            self.clip.image_embeds,
-            key_parts=(self.clip_key,),
-            cache_dir=paths.features,
-        )
+
+        def features(kind: str, images: np.ndarray, encode) -> torch.Tensor:
+            """The frozen CLIP's features of ``images``, computed once (cached beside G's)."""
+            name = f"{kind}-{gen_spec.clip}"
+            return cached_features(name, images, encode, key_parts=(self.clip_key,), cache_dir=paths.features)
+
+        self.patches = features("clip-patches", source_set.x, self.clip.patch_features)  # what V reads
+        self.targets = features("clip", source_set.y, self.clip.image_embeds)  # E_c(y), eq. 2's target
         self.eval_clip = ClipEncoder.from_pretrained(
             params.profile.eval_clip, model_root=self.model_root, device=device
         )
