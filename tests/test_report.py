@@ -1,6 +1,7 @@
 """`results/report.md`: every table with its verdicts and a sample grid, the fidelity figures, stage times."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -32,7 +33,8 @@ def _written_results(root):
     return params
 
 
-def test_report_holds_every_table_its_grid_the_fidelity_figures_and_stage_times(tmp_path):
+def test_report_holds_every_table_its_grid_the_fidelity_figures_and_stage_times(tmp_path, project_root):
+    shutil.copy(project_root / "dvc.yaml", tmp_path / "dvc.yaml")
     params = _written_results(tmp_path)
     text = write_report(params, tmp_path).read_text()
     for target, rows in params.ablations.items():
@@ -46,8 +48,48 @@ def test_report_holds_every_table_its_grid_the_fidelity_figures_and_stage_times(
     tracking.close_stage_run(run, "FINISHED", tmp_path, seconds=90.0)
     again = tracking.open_stage_run("evaluate@both", params, tmp_path)
     tracking.close_stage_run(again, "KILLED", tmp_path, seconds=30.0)  # killed: not a time the stage took
+    gone = tracking.open_stage_run("evaluate_assistant@mse", params, tmp_path)  # a stage dvc.yaml no longer has
+    tracking.close_stage_run(gone, "FINISHED", tmp_path, seconds=60.0)
     text = write_report(params, tmp_path).read_text()
-    assert "| train_generator@main | 1.5 | 1 |" in text and "evaluate@both" not in text
+    assert "| train_generator@main | 1.5 | 1 | 1 |" in text
+    assert "evaluate@both" not in text and "evaluate_assistant" not in text
+
+
+def _stage_run(params, root, stage, seconds, built=None, reused=0):
+    """A finished stage run that took ``seconds`` and, if ``built`` is given, counted its work."""
+    import time
+
+    import mlflow
+
+    time.sleep(0.01)  # runs are ordered by their start time, in milliseconds
+    run = tracking.open_stage_run(stage, params, root)
+    if built is not None:
+        with mlflow.start_run(run_id=run):
+            for _ in range(built):
+                tracking.record_work(built=True)
+            for _ in range(reused):
+                tracking.record_work(built=False)
+    tracking.close_stage_run(run, "FINISHED", root, seconds=seconds)
+
+
+def test_stage_times_count_the_runs_that_built_the_outputs(tmp_path, project_root):
+    """A preset's run (seed 0), the full run that added seeds 1 and 2, then a rerun that found
+    everything up to date: the stage took the first two."""
+    from cafe_core.workbench.stages.report import pipeline_stages, stage_times
+
+    shutil.copy(project_root / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = params_from_dict(tiny_raw())
+    stages = pipeline_stages(params, tmp_path)
+    assert "pretrain_world" in stages and "report" in stages
+    assert {f"train_generator@{g}" for g in params.generators} <= set(stages)
+    _stage_run(params, tmp_path, "train_generator@main", 600.0, built=1)  # superseded by the next from scratch
+    _stage_run(params, tmp_path, "train_generator@main", 300.0, built=1)
+    _stage_run(params, tmp_path, "train_generator@main", 540.0, built=2, reused=1)
+    _stage_run(params, tmp_path, "train_generator@main", 5.0, built=0, reused=3)
+    _stage_run(params, tmp_path, "report", 3.0)  # counts no work: its newest run
+    times = stage_times(params, tmp_path)
+    assert times["train_generator@main"]["seconds"] == 840.0 and times["train_generator@main"]["runs"] == 2
+    assert times["report"]["seconds"] == 3.0
 
 
 def test_report_says_which_table_is_missing(tmp_path):

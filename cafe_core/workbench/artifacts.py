@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..utils.files import publish_dir
+from . import tracking
 
 __all__ = ["build_once", "read_marker"]
 
@@ -53,6 +54,8 @@ def build_once(
     found = read_marker(out, marker)
     if found is not None and found.get("key") == key:
         logger.info("%s is up to date (key %s): nothing to build", out, key)
+        if main_process:
+            tracking.record_work(built=False)
         return found
     if not main_process:
         return build(None)
@@ -66,4 +69,5 @@ def build_once(
         shutil.rmtree(tmp, ignore_errors=True)  # gone after a publish; debris after a failure
     if checkpoint is not None:
         shutil.rmtree(checkpoint, ignore_errors=True)
+    tracking.record_work(built=True)
     return record

@@ -459,6 +459,46 @@ def set_tags(tags: Mapping[str, str]) -> None:
         mlflow.set_tags(dict(tags))
 
 
+_WORK: dict[str, dict[str, int]] = {}
+
+
+def record_work(built: bool) -> None:
+    """Count, on the active run, one unit of a stage's work (a trained folder, a scored training
+    seed) that it did (``built``) or found up to date; tags ``cafe.built`` and ``cafe.reused``.
+
+    A run that reused everything (its outputs were built by an earlier run) is fast and says
+    nothing of what the stage costs: the report times the runs that built (:func:`work_runs`).
+    """
+    run = active_run_id()
+    if run is None:
+        return
+    counts = _WORK.setdefault(run, {"built": 0, "reused": 0})
+    counts["built" if built else "reused"] += 1
+    set_tags({"cafe.built": str(counts["built"]), "cafe.reused": str(counts["reused"])})
+
+
+def work_runs(runs: list) -> list:
+    """Of one stage's finished runs (newest first), those whose work its outputs hold.
+
+    A run that counted no work (a stage without reusable units) stands alone: the newest one.
+    Otherwise: every run that built something, newest first, down to the first that built
+    everything it needed (reused nothing); runs that only reused are left out. Resuming a
+    preset with more seeds thus sums the run that trained the first seed and the one that
+    trained the others.
+    """
+    counted = [r for r in runs if "cafe.built" in r.data.tags]
+    if not counted:
+        return runs[:1]
+    out = []
+    for run in counted:
+        built, reused = int(run.data.tags["cafe.built"]), int(run.data.tags.get("cafe.reused", "0"))
+        if built:
+            out.append(run)
+            if not reused:
+                break
+    return out
+
+
 def active_run_id() -> str | None:
     import mlflow
 

@@ -18,7 +18,7 @@ from ..config import Params
 from ..paths import ProjectPaths
 from .common import REAL_IMAGES
 
-__all__ = ["stage_times", "write_report"]
+__all__ = ["pipeline_stages", "stage_times", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +113,30 @@ def _fidelity_section(paths: ProjectPaths) -> list[str]:
     return lines
 
 
-def stage_times(params: Params, root: Path) -> dict[str, dict]:
-    """Stage -> ``{"seconds", "attempts", "commit"}`` of its newest finished run in the MLflow store.
+def pipeline_stages(params: Params, root: Path) -> list[str]:
+    """The stages of ``dvc.yaml`` as DVC names them, a ``foreach`` expanded over its params
+    (``train_generator@main``, ...), in the file's order."""
+    import yaml
 
-    ``seconds`` sums the wall time of every attempt of that run (a killed run resumed counts
-    both). A stage DVC restored from its cache, or run before this store existed, has no entry.
+    stages = yaml.safe_load((Path(root) / "dvc.yaml").read_text())["stages"]
+    names = []
+    for name, body in stages.items():
+        items = body.get("foreach")
+        if items is None:
+            names.append(name)
+            continue
+        table = getattr(params, items.strip("${} "))  # ``${generators}`` -> params.generators
+        names += [f"{name}@{key}" for key in table]
+    return names
+
+
+def stage_times(params: Params, root: Path) -> dict[str, dict]:
+    """``dvc.yaml``'s stage -> ``{"seconds", "runs", "attempts", "commit"}``: the wall time of the
+    finished MLflow runs that built what the stage's outputs hold (:func:`tracking.work_runs`).
+
+    ``seconds`` sums every attempt of those runs (a killed run resumed counts both); a run that
+    found every model and score up to date is left out. A stage DVC restored from its cache, or
+    run before this store existed, has no entry.
     """
     from mlflow import MlflowClient
 
@@ -126,17 +145,22 @@ def stage_times(params: Params, root: Path) -> dict[str, dict]:
     if exp is None:
         return {}
     query = "tags.`cafe.role` = 'stage' and attributes.status = 'FINISHED'"
-    out: dict[str, dict] = {}
+    runs: dict[str, list] = {}
     newest_first = ["attributes.start_time DESC"]
     for run in client.search_runs([exp.experiment_id], query, order_by=newest_first, max_results=5000):
-        stage = run.data.tags.get("cafe.stage") or run.info.run_name
-        if stage in out or "stage_seconds" not in run.data.metrics:
+        if "stage_seconds" in run.data.metrics:
+            runs.setdefault(run.data.tags.get("cafe.stage") or run.info.run_name, []).append(run)
+    out: dict[str, dict] = {}
+    for stage in pipeline_stages(params, root):
+        chosen = tracking.work_runs(runs.get(stage, []))
+        if not chosen:
             continue
-        history = client.get_metric_history(run.info.run_id, "stage_seconds")
+        seconds = [m.value for r in chosen for m in client.get_metric_history(r.info.run_id, "stage_seconds")]
         out[stage] = {
-            "seconds": float(sum(m.value for m in history)),
-            "attempts": len(history),
-            "commit": run.data.tags.get("mlflow.source.git.commit", "")[:7],
+            "seconds": float(sum(seconds)),
+            "runs": len(chosen),
+            "attempts": len(seconds),
+            "commit": chosen[0].data.tags.get("mlflow.source.git.commit", "")[:7],
         }
     return out
 
@@ -147,11 +171,15 @@ def _times_section(params: Params, root: Path) -> list[str]:
     if not times:
         return lines + ["No stage run with a recorded time in this project's MLflow store."]
     lines += [
-        "Wall time of each stage's newest finished run (MLflow `stage_seconds`, summed over its attempts).",
+        "Wall time of each `dvc.yaml` stage: the MLflow runs that built what its outputs hold (`stage_seconds`, "
+        "every attempt; a run that found its models and scores up to date is left out, so a preset resumed "
+        "with more seeds counts both the run that trained the first seed and the one that trained the rest).",
         "",
-        "| stage | minutes | attempts | commit |",
-        "| --- | --- | --- | --- |",
+        "| stage | minutes | runs | attempts | newest commit |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {s} | {t['seconds'] / 60:.1f} | {t['attempts']} | {t['commit']} |" for s, t in sorted(times.items())]
-    lines.append(f"| total | {sum(t['seconds'] for t in times.values()) / 60:.1f} | | |")
+    lines += [
+        f"| {s} | {t['seconds'] / 60:.1f} | {t['runs']} | {t['attempts']} | {t['commit']} |" for s, t in times.items()
+    ]
+    lines.append(f"| total | {sum(t['seconds'] for t in times.values()) / 60:.1f} | | | |")
     return lines
