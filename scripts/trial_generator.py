@@ -1,15 +1,19 @@
 """Trial of G's training settings outside DVC: retrain G on one seed with overrides, score it on validation.
 
     bin/with-env python scripts/trial_generator.py '{"steps": 3000}' [--name main] [--seed 0] [--scratch DIR]
+        [--scales 5,5 3,3]
 
-Needs a project that has run `dvc repro guidance` (world models, filtered teacher data, the
-guidance grid). The trial lives in a scratch root (default: a fresh temporary folder) that links
-the project's world models and data, so the project's own G, its caches and its DVC outputs are
-never written. It trains generator ``--name`` with ``params.yaml``'s ``generator`` settings plus
-the JSON overrides, then draws the `guidance` stage's validation cases at the chosen scales and
-at (3, 3), and prints one JSON line: the final loss, the training seconds, and per pair of scales
-the probe's attribute and context accuracy, CLIP-T and identity per domain, and the stage's score.
-Compare with the same pairs in ``results/guidance/grid.json`` (the stage's G, same cases and noise).
+Needs a project that has run `dvc repro teacher_data` (world models, filtered teacher data) and,
+unless ``--scales`` names the pairs to draw at, `dvc repro guidance` (the chosen pair). The trial
+lives in a scratch root (default: a fresh temporary folder) that links the project's world models
+and data, so the project's own G, its caches and its DVC outputs are never written. It trains
+generator ``--name`` with ``params.yaml``'s ``generator`` settings plus the JSON overrides, then
+draws the `guidance` stage's validation cases at the chosen scales and at (3, 3) (or at
+``--scales``), and prints one JSON line: the final loss, the training seconds, and per pair of
+scales the probe's attribute and context accuracy, CLIP-T and identity per domain, and the stage's
+score. Compare with the same pairs in ``results/guidance/grid.json`` (the stage's G, same cases
+and noise). A second trial in the same ``--scratch`` with the same training settings reuses its
+G (a sampling override such as ``{"scheduler": "ddim"}`` retrains nothing).
 """
 
 from __future__ import annotations
@@ -35,15 +39,25 @@ LINKED = ("models/world", "data/world", "data/teacher", "data/teacher_filtered",
 def scratch_root(project: Path, folder: Path | None) -> Path:
     """A root whose world models and data are the project's (linked) and whose G and results are its own."""
     root = Path(folder or tempfile.mkdtemp(prefix="cafe-trial-"))
-    for rel in LINKED:
+    for rel in LINKED:  # what the project has not made yet, the trial makes in its own root
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        if not (root / rel).exists():
+        if (project / rel).exists() and not (root / rel).is_symlink():
             (root / rel).symlink_to(project / rel)
     shutil.copy(project / "params.yaml", root / "params.yaml")
     grid = ProjectPaths(root).guidance_grid
-    grid.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ProjectPaths(project).guidance_grid, grid)
+    if ProjectPaths(project).guidance_grid.is_file():
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ProjectPaths(project).guidance_grid, grid)
     return root
+
+
+def scale_pair(text: str) -> tuple[float, float]:
+    """``"5,3"`` -> (5.0, 3.0): s_c, s_d."""
+    try:
+        clip_scale, dino_scale = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a pair of scales is 's_c,s_d', got {text!r}") from None
+    return clip_scale, dino_scale
 
 
 def main() -> None:
@@ -52,7 +66,12 @@ def main() -> None:
     parser.add_argument("--name", default="main", help="the generator of params.yaml `generators` to train")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--scratch", type=Path, help="scratch root (default: a new temporary folder)")
+    parser.add_argument(
+        "--scales", type=scale_pair, nargs="+", help="pairs 's_c,s_d' to draw at (default: the chosen pair and 3,3)"
+    )
     args = parser.parse_args()
+    if args.scales is None and not ProjectPaths(ROOT).guidance_grid.is_file():
+        parser.error("no guidance grid in this project yet: run `dvc repro guidance` or pass --scales")
 
     root = scratch_root(ROOT, args.scratch)
     params = load_params(root / "params.yaml")
@@ -73,10 +92,13 @@ def main() -> None:
         d: source.validation_cases(d, counts[d], p.prompts, params.seed, params.evaluation.references)
         for d in source.domains
     }
-    chosen = json.loads(ProjectPaths(root).guidance_grid.read_text())["chosen"]
-    # The stage's own scorer (private to it) keeps the trial's figures the grid's figures.
-    scorer = guidance._GridScorer(params, root, source, cases, args.seed)
-    rows = [scorer(sc, sd) for sc, sd in [(chosen["clip_scale"], chosen["dino_scale"]), (3.0, 3.0)]]
+    pairs = args.scales
+    if pairs is None:
+        chosen = json.loads(ProjectPaths(root).guidance_grid.read_text())["chosen"]
+        pairs = [(chosen["clip_scale"], chosen["dino_scale"]), (3.0, 3.0)]
+    # The stage's own scorer keeps the trial's figures the grid's figures.
+    scorer = guidance.GridScorer(params, root, source, cases, args.seed)
+    rows = [scorer(sc, sd) for sc, sd in pairs]
     print(
         json.dumps(
             {

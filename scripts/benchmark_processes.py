@@ -1,0 +1,111 @@
+"""One process on every core, or one process per core: G's training throughput both ways (prints figures; not a test).
+
+    bin/with-env python scripts/benchmark_processes.py [--steps 40] [--batch 32]
+
+With the world models from `dvc repro pretrain_world`, it trains G (built as the stage builds it,
+on random c, d and targets of the real shapes) for ``--steps`` steps of the global batch
+``--batch``, twice: in one process with torch's threads on every core, and under
+``accelerate launch --cpu --num_processes <cores>`` with one thread per process (each process
+takes its shard of every batch; tests/test_training_accelerate.py checks they train the same
+model). It prints the seconds per step of each (timed between the checkpoints after the first
+``--steps / 4`` steps, so start-up and the first steps are left out) and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def worker(steps: int, batch: int, out: Path) -> None:
+    """Train G for ``steps`` steps (under accelerate or not); the main process writes its step times."""
+    import numpy as np
+    import torch
+    from accelerate import Accelerator
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchmark_training_step import build_generator
+
+    from cafe_core.workbench.config import load_params
+    from cafe_core.workbench.training import GeneratorTraining, train_generator
+
+    params = load_params(ROOT / "params.yaml")
+    accelerator = Accelerator(cpu=True)
+    gen = build_generator(params)
+    size, n = params.world.image_size, 4 * batch
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    c = torch.from_numpy(rng.normal(size=(n, gen.config.clip_dim))).float()
+    d = torch.from_numpy(rng.normal(size=(n, gen.config.dino_tokens, gen.config.dino_dim))).float()
+    every = max(1, steps // 4)
+    stamps: dict[int, float] = {}
+    training = GeneratorTraining(steps=steps, batch_size=batch, lr=params.generator.lr, checkpoint_every=every)
+    with tempfile.TemporaryDirectory() as ckpt:
+        train_generator(
+            gen,
+            targets,
+            c,
+            d,
+            training,
+            ckpt,
+            accelerator=accelerator,
+            on_checkpoint=lambda step: stamps.__setitem__(step, time.perf_counter()),
+        )
+    if accelerator.is_main_process:
+        first, last = min(stamps), max(stamps)
+        out.write_text(json.dumps({"seconds_per_step": (stamps[last] - stamps[first]) / (last - first)}))
+
+
+def run(processes: int, steps: int, batch: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        me = [
+            str(Path(__file__).resolve()),
+            "--worker",
+            "--steps",
+            str(steps),
+            "--batch",
+            str(batch),
+            "--out",
+            str(out),
+        ]
+        env = dict(os.environ)
+        if processes == 1:
+            cmd = [sys.executable, *me]
+        else:
+            env["OMP_NUM_THREADS"] = "1"
+            launch = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes)]
+            launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+            cmd = [sys.executable, *launch, *me]
+        subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+        return json.loads(out.read_text())["seconds_per_step"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.steps, args.batch, args.out)
+        return
+    cores = os.cpu_count() or 1
+    one = run(1, args.steps, args.batch)
+    print(f"one process, {cores} threads: {one * 1e3:.0f} ms per step of batch {args.batch}")
+    many = run(cores, args.steps, args.batch)
+    print(f"{cores} processes, 1 thread each: {many * 1e3:.0f} ms per step of batch {args.batch}")
+    print(f"throughput ratio ({cores} processes / one): {one / many:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
