@@ -222,7 +222,6 @@ class _Scorer:
     def __init__(self, params: Params, root: Path, source: DataSource) -> None:
         self.params, self.root, self.source = params, root, source
         self.judges = Judges(params, root, source)
-        self.eval_clip, self.eval_dino, self.face = self.judges.eval_clip, self.judges.eval_dino, self.judges.face
 
     def seed(self, variant: str, seed: int | None) -> tuple[list[dict], dict[str, Path], dict | None]:
         """``(per-subject rows, {domain: sample grid PNG}, quality or None)`` of training seed ``seed``.
@@ -239,7 +238,8 @@ class _Scorer:
             return kept["rows"], grids, kept["quality"]
         drawer = _Drawer.for_variant(self.params, self.root, variant, self.source, seed)
         rows, cells = self._score(variant, seed, drawer)
-        quality = drawer.finish(self.eval_clip, self.eval_dino, self.face)
+        j = self.judges
+        quality = drawer.finish(j.eval_clip, j.eval_dino, j.face)
         for domain, (shown, titles) in cells.items():
             save_figure(image_grid(shown, col_titles=titles), grids[domain])
         atomic_write_json(cache, {"rows": rows, "quality": quality})
