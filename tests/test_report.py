@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from cafe_core.workbench import tracking
@@ -33,8 +34,17 @@ def _written_results(root):
     return params
 
 
+def _dvc_project(root, project_root) -> None:
+    """The project's ``dvc.yaml`` in a DVC repository at ``root``, over the tiny params."""
+    from dvc.repo import Repo
+
+    Repo.init(str(root), no_scm=True)
+    shutil.copy(project_root / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_raw()))
+
+
 def test_report_holds_every_table_its_grid_the_fidelity_figures_and_stage_times(tmp_path, project_root):
-    shutil.copy(project_root / "dvc.yaml", tmp_path / "dvc.yaml")
+    _dvc_project(tmp_path, project_root)
     params = _written_results(tmp_path)
     text = write_report(params, tmp_path).read_text()
     for target, rows in params.ablations.items():
@@ -75,11 +85,16 @@ def _stage_run(params, root, stage, seconds, built=None, reused=0):
 def test_stage_times_count_the_runs_that_built_the_outputs(tmp_path, project_root):
     """A preset's run (seed 0), the full run that added seeds 1 and 2, then a rerun that found
     everything up to date: the stage took the first two."""
+    from dvc.repo import Repo
+
     from cafe_core.workbench.stages.report import pipeline_stages, stage_times
 
+    Repo.init(str(tmp_path), no_scm=True)
     shutil.copy(project_root / "dvc.yaml", tmp_path / "dvc.yaml")
-    params = params_from_dict(tiny_raw())
-    stages = pipeline_stages(params, tmp_path)
+    raw = tiny_raw()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = params_from_dict(raw)
+    stages = pipeline_stages(tmp_path)
     assert "pretrain_world" in stages and "report" in stages
     assert {f"train_generator@{g}" for g in params.generators} <= set(stages)
     _stage_run(params, tmp_path, "train_generator@main", 600.0, built=1)  # superseded by the next from scratch

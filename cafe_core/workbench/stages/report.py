@@ -113,21 +113,13 @@ def _fidelity_section(paths: ProjectPaths) -> list[str]:
     return lines
 
 
-def pipeline_stages(params: Params, root: Path) -> list[str]:
-    """The stages of ``dvc.yaml`` as DVC names them, a ``foreach`` expanded over its params
-    (``train_generator@main``, ...), in the file's order."""
-    import yaml
+def pipeline_stages(root: Path) -> list[str]:
+    """The stages of the DVC project at ``root`` as DVC names them (``train_generator@main``,
+    ...), ``foreach`` and ``matrix`` expanded over ``params.yaml``, in ``dvc.yaml``'s order."""
+    from dvc.repo import Repo
 
-    stages = yaml.safe_load((Path(root) / "dvc.yaml").read_text())["stages"]
-    names = []
-    for name, body in stages.items():
-        items = body.get("foreach")
-        if items is None:
-            names.append(name)
-            continue
-        table = getattr(params, items.strip("${} "))  # ``${generators}`` -> params.generators
-        names += [f"{name}@{key}" for key in table]
-    return names
+    with Repo(str(root)) as repo:
+        return [stage.name for stage in repo.index.stages]
 
 
 def stage_times(params: Params, root: Path) -> dict[str, dict]:
@@ -151,7 +143,7 @@ def stage_times(params: Params, root: Path) -> dict[str, dict]:
         if "stage_seconds" in run.data.metrics:
             runs.setdefault(run.data.tags.get("cafe.stage") or run.info.run_name, []).append(run)
     out: dict[str, dict] = {}
-    for stage in pipeline_stages(params, root):
+    for stage in pipeline_stages(root):
         chosen = tracking.work_runs(runs.get(stage, []))
         if not chosen:
             continue
