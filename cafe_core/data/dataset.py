@@ -1,0 +1,275 @@
+"""The on-disk dataset of teacher quadruplets, one format for every profile (paper 3.2-3.3).
+
+A dataset is a folder of Parquet shards and a ``manifest.json``::
+
+    data/teacher/
+      manifest.json          # format, version, the shards in order with their row counts, info
+      shard-00000.parquet    # COLUMNS below, one row per quadruplet (x, instruction, y)
+      shard-00001.parquet
+
+Why Parquet shards (and not WebDataset tars): the filters, the review and the statistics read
+the score and decision columns of every row without decoding an image; a shard streams one row
+group at a time; pyarrow, already in the environment, writes and reads it; and the images are
+stored as Hugging Face ``datasets`` ``Image`` structs (PNG bytes), so
+``datasets.load_dataset("parquet", data_files="data/teacher/*.parquet")`` opens a dataset as it is.
+
+Why a writer of our own: a teacher or a self-distillation run is killed at any moment. Each shard
+is renamed into place complete, and the manifest, rewritten atomically after it, is the only list
+of what exists; a resumed writer learns the ids already written (:meth:`DatasetWriter.written_ids`)
+and continues, so nothing is lost or written twice. Rows beyond the last complete shard are
+made again by the caller.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from ..utils.files import atomic_write, atomic_write_json
+
+__all__ = ["COLUMNS", "FORMAT", "Dataset", "DatasetWriter", "decode_image", "encode_image", "open_dataset"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = {"name": "cafe-quadruplets", "version": 1}
+"""What ``manifest.json`` says it holds; a reader refuses another name or a newer version."""
+
+_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # datasets' Image feature
+_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+COLUMNS: dict[str, tuple[pa.DataType, bool, str]] = {
+    # name: (type, required, meaning)
+    "id": (pa.string(), True, "unique within the dataset; a resumed writer skips ids it holds"),
+    "x": (_IMAGE, True, "the subject photo (PNG)"),
+    "instruction": (pa.string(), True, "what the teacher was asked to draw, e.g. 'a dog on the beach'"),
+    "y": (_IMAGE, True, "the teacher's target image (PNG)"),
+    "messages": (pa.list_(_MESSAGE), False, "the chat up to the request (user turns and earlier answers)"),
+    "response": (pa.string(), False, "the assistant's answer to the last user turn"),
+    "kind": (pa.string(), False, "declarative, interrogative or ambiguous"),
+    "teacher": (pa.string(), True, "who made y: a teacher's name, or 'self-distill' (eq. 4)"),
+    "teacher_version": (pa.string(), True, "the teacher's checkpoint or code version"),
+    "seed": (pa.int64(), True, "the seed y was drawn with"),
+    "subject": (pa.string(), False, "the subject's name or id, where known"),
+    "subject_class": (pa.string(), False, "the subject's class word as the instruction names it"),
+    "context": (pa.string(), False, "the instruction's context, where known"),
+    "clip_score": (pa.float32(), False, "CLIP cosine of y and the instruction (the filter's first test)"),
+    "dino_score": (pa.float32(), False, "DINO cosine of x and y (the filter's second test)"),
+    "clip_pass": (pa.bool_(), False, "the CLIP test's decision"),
+    "dino_pass": (pa.bool_(), False, "the DINO test's decision"),
+    "review": (pa.string(), False, "a reviewer's decision: 'accept', 'reject' or null (not reviewed)"),
+    "truth": (pa.string(), False, "JSON of what y really shows, where a world knows it (graders only)"),
+}
+"""Every column of a shard: its Arrow type, whether a row must have it, and what it holds."""
+
+
+def _hf_feature(dtype: pa.DataType) -> Any:
+    """The Hugging Face ``datasets`` feature (as JSON) of one column's Arrow type."""
+    if dtype == _IMAGE:
+        return {"_type": "Image"}
+    if pa.types.is_list(dtype):  # a JSON list is a list feature in every datasets version
+        return [_hf_feature(dtype.value_type)]
+    if pa.types.is_struct(dtype):
+        return {field.name: _hf_feature(field.type) for field in dtype}
+    names = {pa.string(): "string", pa.int64(): "int64", pa.float32(): "float32", pa.bool_(): "bool"}
+    return {"dtype": names[dtype], "_type": "Value"}
+
+
+_FEATURES = {name: _hf_feature(dtype) for name, (dtype, _, _) in COLUMNS.items()}
+SCHEMA = pa.schema(
+    # Every field nullable, as `datasets` writes them (it takes the features only where the fields
+    # match); the writer enforces the required columns.
+    [pa.field(name, dtype) for name, (dtype, _, _) in COLUMNS.items()],
+    metadata={"huggingface": json.dumps({"info": {"features": _FEATURES}})},
+)
+"""The Arrow schema of every shard, with the ``datasets`` features in its metadata."""
+
+
+def encode_image(image: np.ndarray | Image.Image) -> dict[str, Any]:
+    """A uint8 (H, W, 3) array or a PIL image -> the ``{"bytes": PNG, "path": None}`` of an image cell."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"an image must be uint8 (H, W, 3); got {image.dtype} {image.shape}")
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def decode_image(cell: Mapping[str, Any]) -> np.ndarray:
+    """An image cell -> uint8 (H, W, 3)."""
+    return np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
+
+
+def _manifest_path(folder: Path) -> Path:
+    return folder / "manifest.json"
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = _manifest_path(folder)
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a dataset: it has no manifest.json (cafe_core.data.dataset)")
+    manifest = json.loads(path.read_text())
+    fmt = manifest.get("format", {})
+    if fmt.get("name") != FORMAT["name"] or not isinstance(fmt.get("version"), int):
+        raise ValueError(f"{path} holds {fmt!r}, not a {FORMAT['name']} dataset")
+    if fmt["version"] > FORMAT["version"]:
+        raise ValueError(f"{path} is version {fmt['version']}; this code reads up to {FORMAT['version']}: update it")
+    return manifest
+
+
+class Dataset:
+    """A dataset folder opened for reading; nothing is loaded until asked, and images only on demand."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.manifest = _read_manifest(self.folder)
+        missing = [s["file"] for s in self.manifest["shards"] if not (self.folder / s["file"]).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{self.folder} lists shards that are not there: {missing} (dvc pull?)")
+
+    def __len__(self) -> int:
+        return int(self.manifest["rows"])
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.folder)!r}, rows={len(self)}, shards={len(self.shards)})"
+
+    @property
+    def info(self) -> dict:
+        """What the writer said of the whole dataset (its source, teacher, params)."""
+        return dict(self.manifest.get("info") or {})
+
+    @property
+    def shards(self) -> list[Path]:
+        return [self.folder / s["file"] for s in self.manifest["shards"]]
+
+    def table(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The rows as one Arrow table; name ``columns`` to leave the images on disk."""
+        _check_columns(columns)
+        tables = [pq.read_table(path, columns=list(columns) if columns else None) for path in self.shards]
+        if not tables:
+            return SCHEMA.empty_table().select(list(columns) if columns else SCHEMA.names)
+        return pa.concat_tables(tables)
+
+    def column(self, name: str) -> list:
+        """One column of every row, in order, as Python values (images stay encoded)."""
+        return self.table([name]).column(name).to_pylist()
+
+    def iter_batches(self, batch_size: int = 256, columns: Sequence[str] | None = None) -> Iterator[list[dict]]:
+        """Rows in order, ``batch_size`` at a time, one shard's row group in memory at once."""
+        _check_columns(columns)
+        for path in self.shards:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size, columns=list(columns) if columns else None):
+                yield batch.to_pylist()
+
+    def rows(self, columns: Sequence[str] | None = None) -> Iterator[dict]:
+        """Each row as a dict, streaming."""
+        for batch in self.iter_batches(columns=columns):
+            yield from batch
+
+
+def open_dataset(folder: str | Path) -> Dataset:
+    """Open what :class:`DatasetWriter` wrote (or a user wrote in the same format)."""
+    return Dataset(folder)
+
+
+def _check_columns(columns: Iterable[str] | None) -> None:
+    unknown = sorted(set(columns or ()) - set(COLUMNS))
+    if unknown:
+        raise KeyError(f"no such column(s) {unknown}; a dataset has {list(COLUMNS)}")
+
+
+_SHARD = re.compile(r"^shard-(\d{5})\.parquet$")
+
+
+class DatasetWriter:
+    """Append rows to a dataset folder, a shard of ``rows_per_shard`` at a time; resumable.
+
+    Use as a context manager: on leaving it (also by an exception or a kill signal that Python
+    sees) the rows already added are written, so nothing added is lost. Opening a folder a killed
+    writer left resumes it: :meth:`written_ids` says which rows exist, and a shard file the
+    manifest does not list (renamed in just before the kill) is removed, its rows to be made again.
+    """
+
+    def __init__(self, folder: str | Path, *, rows_per_shard: int = 1024, info: Mapping[str, Any] | None = None):
+        if rows_per_shard < 1:
+            raise ValueError(f"rows_per_shard must be at least 1, got {rows_per_shard}")
+        self.folder = Path(folder)
+        self.rows_per_shard = rows_per_shard
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if _manifest_path(self.folder).is_file():
+            self.manifest = _read_manifest(self.folder)
+            if info is not None and self.manifest.get("info") != json.loads(json.dumps(dict(info))):
+                raise ValueError(
+                    f"{self.folder} was written with info {self.manifest.get('info')!r}, not {dict(info)!r}: "
+                    "delete it to start again, or write elsewhere"
+                )
+        else:
+            self.manifest = {"format": dict(FORMAT), "rows": 0, "shards": [], "info": dict(info or {})}
+            self._write_manifest()
+        listed = {s["file"] for s in self.manifest["shards"]}
+        for path in self.folder.iterdir():
+            if _SHARD.match(path.name) and path.name not in listed:
+                logger.warning("removing %s: written after the manifest's last update (its rows are made again)", path)
+                path.unlink()
+        self._ids = set(Dataset(self.folder).column("id")) if listed else set()
+        self._pending: list[dict] = []
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def written_ids(self) -> set[str]:
+        """The ids of every row written or added so far: a resumed run skips them."""
+        return set(self._ids)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """One row: the required COLUMNS, any optional ones; images as uint8 (H, W, 3), PIL, or cells."""
+        missing = [n for n, (_, required, _) in COLUMNS.items() if required and row.get(n) is None]
+        if missing:
+            raise ValueError(f"row {row.get('id')!r} lacks the required column(s) {missing}")
+        _check_columns(row)
+        if row["id"] in self._ids:
+            raise ValueError(f"row id {row['id']!r} is already in {self.folder}")
+        cells = {name: row.get(name) for name in COLUMNS}
+        for name in ("x", "y"):
+            if not isinstance(cells[name], Mapping):
+                cells[name] = encode_image(cells[name])
+        self._ids.add(row["id"])
+        self._pending.append(cells)
+        if len(self._pending) >= self.rows_per_shard:
+            self.flush()
+
+    def add_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.add(row)
+
+    def flush(self) -> None:
+        """Write the rows added since the last shard as a new shard, then list it in the manifest."""
+        if not self._pending:
+            return
+        name = f"shard-{len(self.manifest['shards']):05d}.parquet"
+        table = pa.Table.from_pylist(self._pending, schema=SCHEMA)
+        atomic_write(self.folder / name, lambda tmp: pq.write_table(table, tmp))
+        self.manifest["shards"].append({"file": name, "rows": table.num_rows})
+        self.manifest["rows"] += table.num_rows
+        self._write_manifest()
+        self._pending = []
+
+    def close(self) -> Dataset:
+        self.flush()
+        return Dataset(self.folder)
+
+    def _write_manifest(self) -> None:
+        atomic_write_json(_manifest_path(self.folder), self.manifest)

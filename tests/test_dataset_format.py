@@ -1,0 +1,119 @@
+"""The dataset format (cafe_core.data.dataset): sharded Parquet with a manifest, resumable writes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cafe_core.data.dataset import DatasetWriter, decode_image, open_dataset
+
+
+def _row(i: int, **extra) -> dict:
+    rng = np.random.default_rng(i)
+    return {
+        "id": f"q{i:04d}",
+        "x": rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+        "instruction": f"a ball in context {i}",
+        "y": rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+        "teacher": "world",
+        "teacher_version": "test",
+        "seed": i,
+        **extra,
+    }
+
+
+def test_rows_come_back_in_order_with_their_images_texts_and_scores(tmp_path):
+    chat = [{"role": "user", "content": "put it on the beach"}]
+    with DatasetWriter(tmp_path / "d", rows_per_shard=2, info={"source": "test"}) as writer:
+        for i in range(5):
+            writer.add(_row(i, messages=chat, response="Here it is.", clip_score=0.25 + i, dino_pass=i % 2 == 0))
+    ds = open_dataset(tmp_path / "d")
+    assert len(ds) == 5 and len(ds.shards) == 3 and ds.info == {"source": "test"}
+    assert ds.column("id") == [f"q{i:04d}" for i in range(5)]
+    assert ds.column("clip_score") == pytest.approx([0.25 + i for i in range(5)])
+    assert ds.column("dino_pass") == [True, False, True, False, True]
+    assert ds.column("review") == [None] * 5  # optional columns not given are null
+    rows = list(ds.rows())
+    for i, row in enumerate(rows):
+        np.testing.assert_array_equal(decode_image(row["x"]), _row(i)["x"])  # PNG is lossless
+        np.testing.assert_array_equal(decode_image(row["y"]), _row(i)["y"])
+        assert row["messages"] == chat and row["instruction"] == f"a ball in context {i}"
+    assert [len(b) for b in ds.iter_batches(batch_size=2, columns=["id"])] == [2, 2, 1]
+
+
+def test_bad_rows_and_folders_are_refused_with_the_reason(tmp_path):
+    writer = DatasetWriter(tmp_path / "d", info={"source": "a"})
+    with pytest.raises(ValueError, match=r"lacks the required column\(s\) \['y'\]"):
+        writer.add({k: v for k, v in _row(0).items() if k != "y"})
+    with pytest.raises(KeyError, match="no such column"):
+        writer.add(_row(0, colour="red"))
+    with pytest.raises(ValueError, match=r"uint8 \(H, W, 3\)"):
+        writer.add(_row(0, x=np.zeros((8, 8), np.float32)))
+    writer.add(_row(0))
+    with pytest.raises(ValueError, match="already in"):
+        writer.add(_row(0))
+    writer.close()
+    with pytest.raises(ValueError, match="was written with info"):
+        DatasetWriter(tmp_path / "d", info={"source": "b"})
+    with pytest.raises(KeyError, match="no such column"):
+        open_dataset(tmp_path / "d").column("colour")
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        open_dataset(tmp_path)
+    manifest = json.loads((tmp_path / "d/manifest.json").read_text())
+    manifest["format"]["version"] += 1
+    (tmp_path / "d/manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="this code reads up to"):
+        open_dataset(tmp_path / "d")
+
+
+def test_a_shard_the_manifest_does_not_list_is_dropped_and_its_rows_made_again(tmp_path):
+    with DatasetWriter(tmp_path / "d", rows_per_shard=2) as writer:
+        writer.add_many(_row(i) for i in range(4))
+    manifest = json.loads((tmp_path / "d/manifest.json").read_text())
+    manifest["shards"].pop()  # the kill came between the last shard's rename and the manifest
+    manifest["rows"] = 2
+    (tmp_path / "d/manifest.json").write_text(json.dumps(manifest))
+    writer = DatasetWriter(tmp_path / "d", rows_per_shard=2)
+    assert writer.written_ids() == {"q0000", "q0001"}
+    assert not (tmp_path / "d/shard-00001.parquet").exists()
+    writer.add_many(_row(i) for i in range(4) if f"q{i:04d}" not in writer.written_ids())
+    assert open_dataset(writer.folder).column("id") == ["q0000", "q0001", "q0002", "q0003"]
+
+
+_KILLED_WRITER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_dataset_format import _row
+from cafe_core.data.dataset import DatasetWriter
+
+writer = DatasetWriter({folder!r}, rows_per_shard=3)
+done = writer.written_ids()
+for i in range({n}):
+    if f"q{{i:04d}}" not in done:
+        writer.add(_row(i))
+        time.sleep({pause})
+writer.close()
+"""
+
+
+def test_a_writer_killed_and_restarted_loses_and_duplicates_nothing(tmp_path):
+    """SIGKILL (no Python clean-up runs) in the middle of writing, then the same run again."""
+    folder, n = tmp_path / "d", 40
+    script = _KILLED_WRITER.format(tests=os.path.dirname(__file__), folder=str(folder), n=n, pause=0.02)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (folder / "shard-00002.parquet").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = len(open_dataset(folder))
+    assert 0 < written < n, "the kill should land mid-run"
+    again = _KILLED_WRITER.format(tests=os.path.dirname(__file__), folder=str(folder), n=n, pause=0)
+    subprocess.run([sys.executable, "-c", again], check=True)
+    ids = open_dataset(folder).column("id")
+    assert sorted(ids) == [f"q{i:04d}" for i in range(n)]  # every row once
