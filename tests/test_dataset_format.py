@@ -117,3 +117,46 @@ def test_a_writer_killed_and_restarted_loses_and_duplicates_nothing(tmp_path):
     subprocess.run([sys.executable, "-c", again], check=True)
     ids = open_dataset(folder).column("id")
     assert sorted(ids) == [f"q{i:04d}" for i in range(n)]  # every row once
+
+
+def _scored(tmp_path):
+    rows = [
+        _row(0, subject_class="ball", context="beach", clip_score=0.4, dino_score=0.7, clip_pass=True, dino_pass=True),
+        _row(1, subject_class="ball", context="snow", clip_score=0.1, dino_score=0.8, clip_pass=False, dino_pass=True),
+        _row(2, subject_class="cup", context="beach", clip_score=0.5, dino_score=0.2, clip_pass=True, dino_pass=False),
+        _row(3, subject_class="cup", context="beach", review="accept", response="Here.", kind="declarative"),
+    ]
+    with DatasetWriter(tmp_path / "d") as writer:
+        writer.add_many(rows)
+    return open_dataset(tmp_path / "d")
+
+
+def test_statistics_count_each_stage_pass_rate_and_balance(tmp_path):
+    stats = _scored(tmp_path).statistics()
+    assert stats["stages"] == {
+        "made": 4,
+        "scored": 3,
+        "clip_pass": 2,
+        "dino_pass": 2,
+        "both_pass": 1,
+        "review_accepted": 1,
+        "with_dialogue": 1,
+    }
+    assert stats["pass_rate"] == pytest.approx({"clip": 2 / 3, "dino": 2 / 3, "both": 1 / 3})
+    assert stats["classes"] == {"ball": 2, "cup": 2} and stats["contexts"] == {"beach": 3, "snow": 1}
+    assert stats["review"] == {"unreviewed": 3, "accept": 1}
+    assert stats["scores"]["clip_score"]["q50"] == pytest.approx(0.4)
+
+
+def test_the_report_reaches_mlflow_with_its_figure_and_tables(tmp_path):
+    import mlflow
+
+    from cafe_core.workbench.dataset_report import log_dataset_report
+
+    with mlflow.start_run() as run:
+        log_dataset_report(_scored(tmp_path), "d_auto", thresholds={"clip_score": 0.3, "dino_score": 0.6})
+    client = mlflow.MlflowClient()
+    assert client.get_run(run.info.run_id).data.metrics["d_auto/both_pass"] == 1.0
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "datasets/d_auto")}
+    files = ("statistics.json", "scores.png", "classes.json", "contexts.json")
+    assert logged == {f"datasets/d_auto/{f}" for f in files}

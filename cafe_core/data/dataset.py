@@ -171,10 +171,65 @@ class Dataset:
             for batch in pq.ParquetFile(path).iter_batches(batch_size, columns=list(columns) if columns else None):
                 yield batch.to_pylist()
 
+    def statistics(self) -> dict[str, Any]:
+        """What the dataset holds, from its small columns (no image is decoded).
+
+        ``stages``: rows made, passing each filter test and both, accepted by a reviewer, with a
+        dialogue; ``pass_rate``: each test's share of the scored rows; ``teachers``, ``classes``,
+        ``contexts``, ``kinds``, ``review``: counts; ``scores``: quantiles of each score.
+        """
+        names = [n for n in COLUMNS if n not in ("x", "y", "messages")]
+        t = self.table(names).to_pydict()
+        clip, dino = t["clip_pass"], t["dino_pass"]
+        scored = [c is not None and d is not None for c, d in zip(clip, dino, strict=True)]
+        both = [bool(c) and bool(d) for c, d in zip(clip, dino, strict=True)]
+        n_scored = sum(scored)
+        return {
+            "rows": len(self),
+            "stages": {
+                "made": len(self),
+                "scored": n_scored,
+                "clip_pass": sum(bool(c) for c in clip),
+                "dino_pass": sum(bool(d) for d in dino),
+                "both_pass": sum(both),
+                "review_accepted": sum(r == "accept" for r in t["review"]),
+                "with_dialogue": sum(r is not None for r in t["response"]),
+            },
+            "pass_rate": {
+                test: (sum(bool(v) for v in values) / n_scored if n_scored else None)
+                for test, values in (("clip", clip), ("dino", dino), ("both", both))
+            },
+            "teachers": _counts(t["teacher"]),
+            "classes": _counts(t["subject_class"]),
+            "contexts": _counts(t["context"]),
+            "kinds": _counts(t["kind"]),
+            "review": _counts(t["review"], none="unreviewed"),
+            "scores": {name: _quantiles(t[name]) for name in ("clip_score", "dino_score")},
+        }
+
     def rows(self, columns: Sequence[str] | None = None) -> Iterator[dict]:
         """Each row as a dict, streaming."""
         for batch in self.iter_batches(columns=columns):
             yield from batch
+
+
+def _counts(values: Sequence[Any], none: str | None = None) -> dict[str, int]:
+    """Value -> count, largest first; nulls left out, or counted under ``none``."""
+    out: dict[str, int] = {}
+    for v in values:
+        if v is None and none is None:
+            continue
+        key = none if v is None else str(v)
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _quantiles(values: Sequence[float | None]) -> dict[str, float] | None:
+    known = np.array([v for v in values if v is not None], dtype=np.float64)
+    if not len(known):
+        return None
+    qs = (0.05, 0.25, 0.5, 0.75, 0.95)
+    return {f"q{int(q * 100):02d}": float(v) for q, v in zip(qs, np.quantile(known, qs), strict=True)}
 
 
 def open_dataset(folder: str | Path) -> Dataset:
