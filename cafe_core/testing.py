@@ -14,6 +14,7 @@ import torch
 __all__ = [
     "tiny_clip_config",
     "tiny_clip_encoder",
+    "tiny_clip_tokenizer_files",
     "tiny_dino_encoder",
     "tiny_dinov2_config",
     "tiny_face_embedder",
@@ -23,7 +24,9 @@ __all__ = [
     "tiny_unet",
     "tiny_vit_config",
     "tiny_word_tokenizer",
+    "write_tiny_ip_adapter",
     "write_tiny_onnx_face",
+    "write_tiny_sd_pipeline",
 ]
 
 
@@ -320,4 +323,128 @@ def write_tiny_onnx_face(folder, seed: int = 0, size: int = 112, dim: int = 16):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, folder / "model.onnx")
+    return folder
+
+
+def tiny_clip_tokenizer_files(folder) -> None:
+    """``vocab.json`` and ``merges.txt`` of a byte-level CLIP BPE with no merges: every character
+    is a token (with and without the end-of-word mark), as ``CLIPTokenizer`` reads them."""
+    import json
+    from pathlib import Path
+
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = sorted(ByteLevel.alphabet())  # the 256 characters byte-level BPE writes bytes as
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+
+
+def write_tiny_sd_pipeline(folder, *, cross_attention_dim: int = 32, seed: int = 0):
+    """A Stable-Diffusion-1.x-layout pipeline folder (unet, vae, text_encoder, tokenizer, scheduler,
+    ``model_index.json``) at tiny widths: 16 x 16 images, 8 x 8 latents. Returns the folder."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    tiny_clip_tokenizer_files(folder / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", model_max_length=77)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 32),
+        latent_channels=4,
+        sample_size=16,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cross_attention_dim,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_ip_adapter(folder, unet, *, image_embed_dim: int = 16, seed: int = 0):
+    """An IP-Adapter repository in h94/IP-Adapter's layout for ``unet``: ``models/ip-adapter_sd15.safetensors``
+    (``image_proj.*`` and ``ip_adapter.<n>.to_{k,v}_ip.weight`` for each cross-attention, n = 1, 3, 5, ...)
+    and ``models/image_encoder`` (a ``CLIPVisionModelWithProjection``). Returns the folder."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    cross = unet.config.cross_attention_dim
+    widths = list(unet.config.block_out_channels)
+    tensors = {
+        "image_proj.proj.weight": torch.randn(4 * cross, image_embed_dim) * 0.02,  # 4 image tokens
+        "image_proj.proj.bias": torch.zeros(4 * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        block = name.split(".")
+        hidden = (
+            widths[-1]
+            if block[0] == "mid_block"
+            else (widths[int(block[1])] if block[0] == "down_blocks" else widths[::-1][int(block[1])])
+        )
+        for proj in ("to_k_ip", "to_v_ip"):
+            tensors[f"ip_adapter.{key}.{proj}.weight"] = torch.randn(hidden, cross) * 0.02
+        key += 2
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    save_file(tensors, folder / "models/ip-adapter_sd15.safetensors")
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            projection_dim=image_embed_dim,
+        )
+    )
+    encoder.save_pretrained(folder / "models/image_encoder")
     return folder
