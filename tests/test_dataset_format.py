@@ -160,3 +160,18 @@ def test_the_report_reaches_mlflow_with_its_figure_and_tables(tmp_path):
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "datasets/d_auto")}
     files = ("statistics.json", "scores.png", "classes.json", "contexts.json")
     assert logged == {f"datasets/d_auto/{f}" for f in files}
+
+
+def test_one_row_is_read_by_its_position_across_shards(tmp_path):
+    with DatasetWriter(tmp_path / "d", rows_per_shard=3) as writer:
+        writer.add_many(_row(i) for i in range(7))
+    ds = open_dataset(tmp_path / "d")
+    for position in (0, 2, 3, 6):
+        row = ds.row(position)
+        assert row["id"] == f"q{position:04d}"
+        np.testing.assert_array_equal(decode_image(row["y"]), _row(position)["y"])
+    with pytest.raises(IndexError):
+        ds.row(7)
+    with DatasetWriter(tmp_path / "one", rows_per_shard=200) as writer:  # one shard, three row groups
+        writer.add_many(_row(i) for i in range(130))
+    assert open_dataset(tmp_path / "one").row(129)["id"] == "q0129"

@@ -207,6 +207,21 @@ class Dataset:
             "scores": {name: _quantiles(t[name]) for name in ("clip_score", "dino_score")},
         }
 
+    def row(self, position: int) -> dict:
+        """The row at ``position`` (0-based, in the dataset's order), reading only its row group."""
+        if not 0 <= position < len(self):
+            raise IndexError(f"row {position} of a dataset of {len(self)}")
+        for shard in self.manifest["shards"]:
+            if position < shard["rows"]:
+                file = pq.ParquetFile(self.folder / shard["file"])
+                for group in range(file.num_row_groups):
+                    size = file.metadata.row_group(group).num_rows
+                    if position < size:
+                        return file.read_row_group(group).slice(position, 1).to_pylist()[0]
+                    position -= size
+            position -= shard["rows"]
+        raise AssertionError("the manifest's row counts disagree with its shards")
+
     def rows(self, columns: Sequence[str] | None = None) -> Iterator[dict]:
         """Each row as a dict, streaming."""
         for batch in self.iter_batches(columns=columns):
@@ -244,6 +259,8 @@ def _check_columns(columns: Iterable[str] | None) -> None:
 
 
 _SHARD = re.compile(r"^shard-(\d{5})\.parquet$")
+_ROW_GROUP = 64
+"""Rows per Parquet row group: what reading one row (a review) or streaming decodes at once."""
 
 
 class DatasetWriter:
@@ -316,7 +333,7 @@ class DatasetWriter:
             return
         name = f"shard-{len(self.manifest['shards']):05d}.parquet"
         table = pa.Table.from_pylist(self._pending, schema=SCHEMA)
-        atomic_write(self.folder / name, lambda tmp: pq.write_table(table, tmp))
+        atomic_write(self.folder / name, lambda tmp: pq.write_table(table, tmp, row_group_size=_ROW_GROUP))
         self.manifest["shards"].append({"file": name, "rows": table.num_rows})
         self.manifest["rows"] += table.num_rows
         self._write_manifest()
