@@ -5,7 +5,8 @@
 With the world models from `dvc repro pretrain_world`, it trains G (built as the stage builds it,
 on random c, d and targets of the real shapes) for ``--steps`` steps of the global batch
 ``--batch``, twice: in one process with torch's threads on every core, and under
-``accelerate launch --cpu --num_processes <cores>`` with one thread per process (each process
+``accelerate launch --multi_gpu --num_processes <cores>`` (torchrun's launcher, which on a CPU
+machine starts that many CPU processes; ``--cpu`` alone starts one) with one thread per process (each process
 takes its shard of every batch; tests/test_training_accelerate.py checks they train the same
 model). It prints the median time of a step of each (between the starts of consecutive forward
 passes of the main process, after the first ``--steps / 4`` steps: start-up, the first steps and
@@ -24,6 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cafe_core.workbench.launch import cpu_launch  # noqa: E402
 
 
 def worker(steps: int, batch: int, out: Path) -> None:
@@ -53,7 +57,8 @@ def worker(steps: int, batch: int, out: Path) -> None:
         train_generator(gen, targets, c, d, training, ckpt, accelerator=accelerator)
     if accelerator.is_main_process:
         steps_timed = np.diff(stamps[steps // 4 :])
-        out.write_text(json.dumps({"seconds_per_step": float(np.median(steps_timed))}))
+        result = {"seconds_per_step": float(np.median(steps_timed)), "processes": accelerator.num_processes}
+        out.write_text(json.dumps(result))
 
 
 def run(processes: int, steps: int, batch: int) -> float:
@@ -69,16 +74,12 @@ def run(processes: int, steps: int, batch: int) -> float:
             "--out",
             str(out),
         ]
-        env = dict(os.environ)
-        if processes == 1:
-            cmd = [sys.executable, *me]
-        else:
-            env["OMP_NUM_THREADS"] = "1"
-            launch = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes)]
-            launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-            cmd = [sys.executable, *launch, *me]
+        cmd, env = cpu_launch(processes, me)
         subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-        return json.loads(out.read_text())["seconds_per_step"]
+        result = json.loads(out.read_text())
+        if result["processes"] != processes:
+            raise RuntimeError(f"asked for {processes} processes, the launch ran {result['processes']}")
+        return result["seconds_per_step"]
 
 
 def main() -> None:

@@ -1,8 +1,6 @@
 """Two CPU processes under `accelerate launch` train the same generator as one process."""
 
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -33,6 +31,7 @@ SCRIPT = textwrap.dedent(
     out = sys.argv[1]
     if acc.is_main_process:
         save_file({k: v.clone().contiguous() for k, v in gen.state_dict().items()}, out + "/initial.safetensors")
+        open(out + "/processes", "w").write(str(acc.num_processes))
     training = GeneratorTraining(steps=3, batch_size=8, lr=1e-3, checkpoint_every=3)
     train_generator(gen, targets, c, d, training, sys.argv[1] + "/ckpt", accelerator=acc)
     if acc.is_main_process:
@@ -42,30 +41,16 @@ SCRIPT = textwrap.dedent(
 
 
 def launch(tmp: Path, processes: int) -> dict:
+    from cafe_core.workbench.launch import cpu_launch
+
     tmp.mkdir()
     script = tmp / "train.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(script),
-        str(tmp),
-    ]
-    if processes == 1:
-        cmd = [sys.executable, str(script), str(tmp)]
+    cmd, env = cpu_launch(processes, [str(script), str(tmp)])
+    env["OMP_NUM_THREADS"] = "1"  # both runs on one thread per process
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp / "processes").read_text() == str(processes), "the launch started another number of processes"
     return load_file(tmp / "weights.safetensors"), load_file(tmp / "initial.safetensors")
 
 
