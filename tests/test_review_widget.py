@@ -19,12 +19,12 @@ def test_buttons_decide_undo_and_count_and_every_click_reaches_the_log(dataset, 
     box = review_widget(ReviewSession(dataset, tmp_path / "review.jsonl", reviewer="ana"))
     photo, target = box.images
     first = target.value
-    assert "a ball in context 0" in box.children[1].value and box.counter.value == "0 / 3 decided"
+    assert "a ball in context 0" in box.about.value and box.counter.value == "0 / 3 decided"
     box.buttons["accept"].click()
     assert target.value != first and box.counter.value == "1 / 3 decided"
     box.buttons["reject"].click()
     box.buttons["undo"].click()  # back to the second row
-    assert "a ball in context 1" in box.children[1].value
+    assert "a ball in context 1" in box.about.value
     box.buttons["reject"].click()
     box.buttons["accept"].click()
     assert box.counter.value.endswith("review complete") and box.buttons["accept"].disabled
@@ -42,3 +42,15 @@ def test_a_review_closed_half_way_reopens_at_the_first_undecided_row(dataset, tm
         ReviewSession(dataset, tmp_path / "review.jsonl", reviewer=" ")
     with pytest.raises(KeyError, match="not in"):
         ReviewSession(dataset, tmp_path / "review.jsonl", reviewer="ana", ids=["nope"])
+
+
+def test_keys_a_r_u_decide_and_undo_and_other_keys_do_nothing(dataset, tmp_path):
+    box = review_widget(ReviewSession(dataset, tmp_path / "review.jsonl", reviewer="ana"))
+    for key in ("a", "x", "R", "u", "r"):
+        box.on_key({"type": "keydown", "key": key})
+    box.on_key({"type": "keyup", "key": "a"})  # only key presses act
+    assert ReviewLog(tmp_path / "review.jsonl").decisions() == {"q0000": "accept", "q0001": "reject"}
+    assert box.keys.watched_events == ["keydown"] and box.keys.source is box.box
+    for _ in range(3):
+        box.on_key({"type": "keydown", "key": "a"})  # a key past the last row does nothing
+    assert box.counter.value.endswith("review complete")

@@ -5,19 +5,24 @@ the first row without a decision, its photo, instruction, target and scores; acc
 undo; the count. Every decision goes straight to the :class:`~cafe_core.data.review.ReviewLog`
 (appended and flushed), so closing the notebook, a kernel restart or a crash loses nothing and
 the next session opens at the first undecided row. :func:`review_widget` lays it out with
-ipywidgets.
+ipywidgets; ipyevents brings the key presses (a accept, r reject, u undo).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..data.dataset import Dataset, open_dataset
 from ..data.review import ReviewLog
 
-__all__ = ["ReviewSession", "review_widget"]
+__all__ = ["KEYS", "ReviewSession", "ReviewWidget", "review_widget"]
+
+KEYS = {"a": "accept", "r": "reject", "u": "undo"}
+"""The widget's keys and what each does."""
 
 
 class ReviewSession:
@@ -89,10 +94,30 @@ def _scores_html(row: dict) -> str:
     )
 
 
-def review_widget(session: ReviewSession, image_width: int = 256):
-    """The review as an ipywidgets box: photo and target side by side, the instruction and scores,
-    Accept / Reject / Undo, a counter and a progress bar. ``box.session`` is the session."""
+@dataclass(eq=False)
+class ReviewWidget:
+    """What :func:`review_widget` built; a notebook displays ``box`` (the object displays as it)."""
+
+    box: Any
+    session: ReviewSession
+    buttons: dict[str, Any]
+    images: tuple[Any, Any]
+    about: Any
+    counter: Any
+    keys: Any
+    """The ipyevents ``Event`` watching key presses on ``box``."""
+    on_key: Callable[[dict], None]
+    """Its handler: takes ipyevents' event dict (``{"type": "keydown", "key": "a"}``)."""
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        return self.box._repr_mimebundle_(**kwargs)
+
+
+def review_widget(session: ReviewSession, image_width: int = 256) -> ReviewWidget:
+    """The review as ipywidgets: photo and target side by side, the instruction and scores,
+    Accept / Reject / Undo (and the keys a, r, u), a counter and a progress bar."""
     import ipywidgets as w
+    from ipyevents import Event
 
     photo = w.Image(format="png", width=image_width)
     target = w.Image(format="png", width=image_width)
@@ -116,11 +141,24 @@ def review_widget(session: ReviewSession, image_width: int = 256):
         photo.value, target.value = row["x"]["bytes"], row["y"]["bytes"]
         about.value = _scores_html(row)
 
-    buttons["accept"].on_click(lambda _: show(session.decide("accept")))
-    buttons["reject"].on_click(lambda _: show(session.decide("reject")))
-    buttons["undo"].on_click(lambda _: show(session.undo()))
+    def act(action: str) -> None:
+        if action == "undo":
+            show(session.undo())
+        elif session.current_id() is not None:
+            show(session.decide(action))
+
+    def on_key(event: dict) -> None:
+        """ipyevents' keydown: a accepts, r rejects, u undoes (other keys do nothing)."""
+        action = KEYS.get(str(event.get("key", "")).lower())
+        if event.get("type") == "keydown" and action is not None:
+            act(action)
+
+    for action, button in buttons.items():
+        button.on_click(lambda _, action=action: act(action))
     labelled = [w.VBox([w.Label("photo x"), photo]), w.VBox([w.Label("target y"), target])]
-    box = w.VBox([w.HBox(labelled), about, w.HBox(list(buttons.values())), w.HBox([counter, bar])])
-    box.session, box.buttons, box.images, box.counter = session, buttons, (photo, target), counter
+    hint = w.HTML("<small>keys (click the images first): <b>a</b> accept · <b>r</b> reject · <b>u</b> undo</small>")
+    box = w.VBox([w.HBox(labelled), about, w.HBox([*buttons.values(), hint]), w.HBox([counter, bar])])
+    keys = Event(source=box, watched_events=["keydown"], prevent_default_action=True)
+    keys.on_dom_event(on_key)
     show(session.current())
-    return box
+    return ReviewWidget(box, session, buttons, (photo, target), about, counter, keys, on_key)
