@@ -148,6 +148,7 @@ def test_statistics_count_each_stage_pass_rate_and_balance(tmp_path):
     assert stats["scores"]["clip_score"]["q50"] == pytest.approx(0.4)
 
 
+@pytest.mark.slow
 def test_the_report_reaches_mlflow_with_its_figure_and_tables(tmp_path):
     import mlflow
 

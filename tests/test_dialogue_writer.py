@@ -74,6 +74,7 @@ def test_the_request_names_the_picture_the_kind_and_the_format():
         DialogueRequest("a dog on the beach", "dog", "rhetorical")
 
 
+@pytest.mark.slow
 def test_the_writer_runs_a_chat_model_and_counts_every_answer():
     """A random tiny Llama writes nonsense: every answer is dropped and counted, none kept silently."""
     from cafe_core.testing import tiny_llama, tiny_word_tokenizer

@@ -6,6 +6,8 @@ import pytest
 
 from cafe_core.data.teachers import IPAdapterTeacher, Teacher, TeacherRequest
 
+pytestmark = pytest.mark.slow  # a diffusers pipeline with an IP-Adapter, written, loaded and run
+
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
