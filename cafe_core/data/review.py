@@ -20,6 +20,7 @@ figures are labelled "simulated" wherever they appear.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -51,6 +52,9 @@ class ReviewLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
+            # Writers take turns: another's append may have grown the file before its bytes land,
+            # and the last-byte check below must not read that gap.
+            fcntl.flock(fd, fcntl.LOCK_EX)
             end = os.lseek(fd, 0, os.SEEK_END)
             if end and os.pread(fd, 1, end - 1) != b"\n":
                 line = b"\n" + line  # a kill cut the last line short: start on a line of our own
