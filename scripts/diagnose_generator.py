@@ -31,11 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cafe_core.benchmarks.metrics import fidelity_figures  # noqa: E402
+from cafe_core.data.dataset import open_dataset  # noqa: E402
+from cafe_core.data.quadruplets import read_quadruplets  # noqa: E402
 from cafe_core.models.encoders import ClipEncoder, DinoEncoder  # noqa: E402
 from cafe_core.models.text_to_image import TextToImage  # noqa: E402
 from cafe_core.workbench.config import load_params  # noqa: E402
 from cafe_core.workbench.paths import ProjectPaths  # noqa: E402
-from cafe_core.workbench.stages.teacher_data import load_filtered  # noqa: E402
 from cafe_core.world.fidelity import FidelityProbe  # noqa: E402
 from cafe_core.world.language import _detail_fragments, _fix_articles, _noun_phrase  # noqa: E402
 from cafe_core.world.world import ATTRIBUTE_VALUES, DOMAINS, make_world  # noqa: E402
@@ -44,12 +45,13 @@ from cafe_core.world.world import ATTRIBUTE_VALUES, DOMAINS, make_world  # noqa:
 def linear_probes(params, model_root: Path, rows: int) -> None:
     from sklearn.linear_model import LogisticRegression
 
-    data, world = load_filtered(ROOT), make_world(params)
+    dataset, world = open_dataset(ROOT / "data/datasets/teacher"), make_world(params)
+    kept = np.flatnonzero(dataset.kept())  # the rows G trains on
     rng = np.random.default_rng(0)
-    pick = rng.choice(len(data["x"]), min(rows, len(data["x"])), replace=False)
-    x, y = data["x"][pick], data["y"][pick]
-    subjects = [world.subject(int(s)) for s in data["subject_ids"][pick]]
-    contexts = data["context_ids"][pick]
+    data = read_quadruplets(dataset, np.sort(rng.choice(kept, min(rows, len(kept)), replace=False)))
+    x, y = data.x, data.y
+    subjects = [world.subject(int(s)) for s in data.subject_ids]
+    contexts = data.context_ids
     spec = params.generators["main"]
     clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
     dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)

@@ -33,7 +33,7 @@ from cafe_core.workbench.stages import guidance
 from cafe_core.workbench.stages.train_generator import train_generator_stage
 
 ROOT = Path(__file__).resolve().parents[1]
-LINKED = ("models/world", "data/world", "data/teacher", "data/teacher_filtered", "data/features", "data/references")
+LINKED = ("models/world", "data/world", "data/teacher", "data/datasets", "data/features", "data/references")
 
 
 def scratch_root(project: Path, folder: Path | None) -> Path:

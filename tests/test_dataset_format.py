@@ -176,3 +176,28 @@ def test_one_row_is_read_by_its_position_across_shards(tmp_path):
     with DatasetWriter(tmp_path / "one", rows_per_shard=200) as writer:  # one shard, three row groups
         writer.add_many(_row(i) for i in range(130))
     assert open_dataset(tmp_path / "one").row(129)["id"] == "q0129"
+
+
+def test_training_reads_the_rows_every_decision_keeps(tmp_path):
+    """A failed test or a reviewer's reject drops a row; a test not run or a row not reviewed does not."""
+    decisions = [
+        {"clip_pass": True, "dino_pass": True},
+        {"clip_pass": False, "dino_pass": True},
+        {"clip_pass": True, "dino_pass": False},
+        {},  # a user's row the filter never scored
+        {"clip_pass": True, "dino_pass": True, "review": "reject"},
+        {"clip_pass": True, "dino_pass": True, "review": "accept"},
+    ]
+    with DatasetWriter(tmp_path / "d", rows_per_shard=4) as writer:
+        for i, extra in enumerate(decisions):
+            writer.add(_row(i, **extra))
+    ds = open_dataset(tmp_path / "d")
+    kept = ds.kept()
+    assert kept.tolist() == [True, False, False, True, False, True]
+    x = ds.images("x", kept)
+    assert x.shape == (3, 8, 8, 3) and x.dtype == np.uint8
+    for image, i in zip(x, np.flatnonzero(kept), strict=True):
+        np.testing.assert_array_equal(image, _row(int(i))["x"])
+    np.testing.assert_array_equal(ds.images("y", [5, 0]), np.stack([_row(5)["y"], _row(0)["y"]]))
+    with pytest.raises(KeyError, match="not an image column"):
+        ds.images("instruction")

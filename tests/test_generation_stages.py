@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cafe_core.benchmarks.claims import CLAIMS
+from cafe_core.data.dataset import open_dataset
 from cafe_core.data.sources import DataUnavailable
 from cafe_core.models.generator import CafeGenerator
 from cafe_core.workbench import tracking
@@ -42,6 +43,13 @@ def test_teacher_filter_report(trained):
     assert set(saved["rejected_by_failure_mode"]) <= {"none", "identity_drift", "ignored_instruction", "artefacts"}
     assert saved["calibrated"] is False and saved["thresholds"] == {"clip_threshold": -1.0, "dino_threshold": -1.0}
     assert report["kept"] == report["quadruplets"]
+    dataset = open_dataset(root / "data/datasets/teacher")  # every quadruplet, its scores and decisions
+    assert len(dataset) == report["quadruplets"] and dataset.kept().sum() == report["kept"]
+    row = dataset.row(0)
+    assert row["teacher"] == "cafe-mini world teacher" and row["clip_pass"] is True and row["response"]
+    assert json.loads(row["truth"])["failure"] in {"none", "identity_drift", "ignored_instruction", "artefacts"}
+    statistics = json.loads((root / "results/datasets/teacher.json").read_text())
+    assert statistics["stages"]["both_pass"] == report["kept"] and statistics["stages"]["with_dialogue"] == len(dataset)
 
 
 def test_generator_is_saved_and_loads(trained):
@@ -222,7 +230,7 @@ def test_generator_training_is_reproducible(trained, tmp_path):
     import shutil
 
     params, root, _, _ = trained
-    for folder in ("models/world", "data/teacher_filtered", "data/features"):
+    for folder in ("models/world", "data/datasets", "data/features"):
         shutil.copytree(root / folder, tmp_path / folder)
     train_generator_stage(params, tmp_path, "main")
     for seed in params.seeds:

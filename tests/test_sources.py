@@ -8,7 +8,7 @@ import pytest
 
 from cafe_core.benchmarks.dreambench import DreamBenchSource, load_dreambench
 from cafe_core.data.dialogues import save_dialogues
-from cafe_core.data.quadruplets import save_quadruplets
+from cafe_core.data.quadruplets import write_dataset
 from cafe_core.data.sources import DataUnavailable, FolderSource
 from cafe_core.workbench.config import DataParams, ParamsError, load_params
 from cafe_core.workbench.sources import evaluation_source, training_source
@@ -32,14 +32,20 @@ def test_a_folder_round_trips_the_worlds_training_data(params, tmp_path):
     val = world.dialogues(4, part="val", seed=4)
     assert not set(fit.subject_ids) & set(val.subject_ids)  # validation subjects are held apart
     folder = tmp_path / "mine"
-    save_quadruplets(quads, folder / "quadruplets.safetensors")
+    write_dataset(quads, folder / "quadruplets")
     save_dialogues(fit, folder / "dialogues-fit.safetensors")
     save_dialogues(val, folder / "dialogues-val.safetensors")
     source = training_source(dataclasses.replace(params, data=DataParams(train="mine", evaluation="world")), tmp_path)
     assert isinstance(source, FolderSource)
     again = source.quadruplets(40, seed=0)
+    np.testing.assert_array_equal(again.x, quads.x)
     np.testing.assert_array_equal(again.y, quads.y)
     assert again.instructions == quads.instructions and again.failure_names() == quads.failure_names()
+    assert again.classes == quads.classes and again.provenance == quads.provenance
+    np.testing.assert_array_equal(again.subject_ids, quads.subject_ids)  # the world writes its ids
+    np.testing.assert_array_equal(again.y_subject_ids, quads.y_subject_ids)
+    np.testing.assert_array_equal(again.y_seeds, quads.y_seeds)
+    np.testing.assert_array_equal(again.y_context_ids == -1, quads.y_context_ids == -1)  # neutral stays neutral
     loaded = source.dialogues(12, part="fit", seed=0)
     assert loaded.messages == fit.messages and loaded.valid == fit.valid
     np.testing.assert_array_equal(loaded.x, fit.x)
@@ -49,7 +55,7 @@ def test_a_folder_round_trips_the_worlds_training_data(params, tmp_path):
 
 def test_missing_data_is_named(params, tmp_path):
     source = FolderSource(tmp_path / "empty")
-    with pytest.raises(DataUnavailable, match="quadruplets.safetensors does not exist"):
+    with pytest.raises(DataUnavailable, match="quadruplets/manifest.json does not exist"):
         source.quadruplets(10, seed=0)
     with pytest.raises(DataUnavailable, match="has no evaluation cases"):
         source.eval_cases("object", 1, 1, 0, 1)

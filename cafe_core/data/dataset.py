@@ -207,6 +207,30 @@ class Dataset:
             "scores": {name: _quantiles(t[name]) for name in ("clip_score", "dino_score")},
         }
 
+    def kept(self) -> np.ndarray:
+        """Boolean (N,): the rows every decision made accepts (a filter test not run, or a row not
+        reviewed, does not reject it). What G and M train on."""
+        t = self.table(["clip_pass", "dino_pass", "review"]).to_pydict()
+        return np.array(
+            [c is not False and d is not False and r != "reject" for c, d, r in zip(*t.values(), strict=True)],
+            dtype=bool,
+        )
+
+    def images(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Column ``name`` (``"x"`` or ``"y"``) decoded to uint8 (N, H, W, 3), of ``rows`` (a boolean
+        mask or positions; None: every row). Every image of a dataset must have one size."""
+        if name not in ("x", "y"):
+            raise KeyError(f"{name!r} is not an image column; the image columns are 'x' and 'y'")
+        cells = self.table([name]).column(name)
+        if rows is not None:
+            positions = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+            cells = cells.take(pa.array(positions, pa.int64()))
+        decoded = [decode_image(cell) for cell in cells.to_pylist()]
+        sizes = {image.shape for image in decoded}
+        if len(sizes) > 1:
+            raise ValueError(f"{self.folder}: column {name!r} holds images of several sizes {sorted(sizes)}")
+        return np.stack(decoded) if decoded else np.zeros((0, 0, 0, 3), np.uint8)
+
     def row(self, position: int) -> dict:
         """The row at ``position`` (0-based, in the dataset's order), reading only its row group."""
         if not 0 <= position < len(self):

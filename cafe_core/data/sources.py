@@ -25,11 +25,14 @@ import numpy as np
 
 from .cases import EvalCase
 from .dialogues import DialogueSet, load_dialogues
-from .quadruplets import QuadrupletSet, load_quadruplets
+from .quadruplets import QuadrupletSet, read_quadruplets
 
 __all__ = ["DataSource", "DataUnavailable", "FolderSource"]
 
 logger = logging.getLogger(__name__)
+
+QUADRUPLETS = "quadruplets"
+"""The dataset folder of teacher quadruplets inside a :class:`FolderSource`'s folder."""
 
 PARTS = ("fit", "val")
 """The two parts of the assistant's dialogues: fitting, and validation (which chooses lambda)."""
@@ -94,7 +97,8 @@ class DataSource:
 class FolderSource(DataSource):
     """Training data a user supplies, in the project's format:
 
-    - ``quadruplets.safetensors``: :func:`~cafe_core.data.quadruplets.save_quadruplets`;
+    - ``quadruplets/``: a dataset (:mod:`cafe_core.data.dataset`; the README documents its
+      columns), e.g. what :func:`~cafe_core.data.quadruplets.write_dataset` or an sd2 teacher writes;
     - ``dialogues-fit.safetensors``, ``dialogues-val.safetensors``:
       :func:`~cafe_core.data.dialogues.save_dialogues`.
     """
@@ -111,7 +115,7 @@ class FolderSource(DataSource):
 
     def quadruplets(self, n: int, *, seed: int, cache_dir: Path | None = None) -> QuadrupletSet:
         """Every quadruplet of the folder (``n`` and ``seed`` size and seed generated sets only)."""
-        quads = load_quadruplets(self._file("quadruplets.safetensors"))
+        quads = read_quadruplets(self._file(f"{QUADRUPLETS}/manifest.json").parent)
         if len(quads) != n:
             logger.info("%s holds %d quadruplets (params asked %d): using all of them", self.name, len(quads), n)
         return quads

@@ -67,10 +67,11 @@ class ProjectPaths:
         """The teacher's quadruplets, before filtering."""
         return self.data / "teacher"
 
-    @property
-    def filtered(self) -> Path:
-        """The filtered teacher data G trains on (``dvc.yaml``: output of ``teacher_data``)."""
-        return self.data / "teacher_filtered" / "filtered.safetensors"
+    def dataset(self, name: str) -> Path:
+        """A dataset folder (:mod:`cafe_core.data.dataset`): ``teacher`` is every teacher quadruplet
+        with the automatic filter's scores and decisions (``dvc.yaml``: output of ``teacher_data``);
+        G trains on the rows it keeps."""
+        return self.data / "datasets" / name
 
     @property
     def features(self) -> Path:
@@ -100,6 +101,10 @@ class ProjectPaths:
     @property
     def filter_report(self) -> Path:
         return self.results / "teacher" / "filter.json"
+
+    def dataset_statistics(self, name: str) -> Path:
+        """What :meth:`cafe_core.data.dataset.Dataset.statistics` says of dataset ``name``."""
+        return self.results / "datasets" / f"{name}.json"
 
     def variant(self, name: str) -> Path:
         """An evaluated variant's folder: ``metrics.json`` (written last), ``quality.json``, ``samples/``."""

@@ -15,6 +15,7 @@ The filter never sees it; it is used only to *measure* the filter.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from ..data.quadruplets import FAILURES, QuadrupletSet, load_quadruplets, save_quadruplets
 from ..utils.digest import config_hash
 from .datasets import NEUTRAL
-from .world import DOMAINS, Context, Subject, World
+from .world import DOMAINS, TURN_KINDS, Context, Subject, World
 
 __all__ = ["Quadruplet", "Teacher", "TeacherConfig", "make_quadruplets"]
 
@@ -235,13 +236,56 @@ def make_quadruplets(
     key = config_hash(world.config, teacher.config, n, split, seed, domains, _CACHE_VERSION)
     path = Path(cache_dir) / f"quadruplets-{split}-{key}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
-        return load_quadruplets(path)
-    rows = tqdm(range(n), desc=f"teacher {split}", mininterval=2.0)
-    out = _stack([_draw(world, teacher, split, domains, np.random.default_rng([seed, 31, i])) for i in rows])
-    counts = dict(zip(FAILURES, np.bincount(out.failures, minlength=len(FAILURES)).tolist(), strict=True))
-    logger.info("teacher made %d %s quadruplets: %s", n, split, counts)
-    if path is not None:
-        save_quadruplets(out, path)
+        out = load_quadruplets(path)
+    else:
+        rows = tqdm(range(n), desc=f"teacher {split}", mininterval=2.0)
+        out = _stack([_draw(world, teacher, split, domains, np.random.default_rng([seed, 31, i])) for i in rows])
+        counts = dict(zip(FAILURES, np.bincount(out.failures, minlength=len(FAILURES)).tolist(), strict=True))
+        logger.info("teacher made %d %s quadruplets: %s", n, split, counts)
+        if path is not None:
+            save_quadruplets(out, path)
+    out.provenance = provenance(world, teacher, out, seed=seed)
+    return out
+
+
+TEACHER_NAME = "cafe-mini world teacher"
+
+
+def provenance(world: World, teacher: Teacher, quads: QuadrupletSet, *, seed: int) -> list[dict]:
+    """Each quadruplet's dataset columns beyond the arrays: who made it, its subject and context,
+    the truth of what ``y`` shows (graders only), and a world-grammar dialogue asking for its
+    context (row ``i``'s a pure function of ``(seed, i)``; an ambiguous wish where one leads to
+    the context, else a plain request)."""
+    version = f"failures {config_hash(teacher.config)} world {config_hash(world.config)} v{_CACHE_VERSION}"
+    out = []
+    for i in range(len(quads)):
+        subject = world.subject(int(quads.subject_ids[i]))
+        context = world.contexts(subject.domain)[int(quads.context_ids[i])]
+        shown = int(quads.y_context_ids[i])
+        rng = np.random.default_rng([seed, 41, i])
+        kind = TURN_KINDS[int(rng.integers(len(TURN_KINDS)))]
+        try:
+            turn = world.turn(subject, kind, rng, context=context)
+        except ValueError:  # no vague wish of the domain leads to this context
+            turn = world.turn(subject, "declarative", rng, context=context)
+        truth = {
+            "failure": FAILURES[int(quads.failures[i])],
+            "y_subject": int(quads.y_subject_ids[i]),
+            "y_context": None if shown == NEUTRAL else world.contexts(subject.domain)[shown].name,
+            "x_seed": int(quads.x_seeds[i]),
+        }
+        out.append(
+            {
+                "teacher": TEACHER_NAME,
+                "teacher_version": version,
+                "subject": str(subject.id),
+                "context": context.name,
+                "truth": json.dumps(truth),
+                "messages": [{"role": "user", "content": turn.user}],
+                "response": turn.response,
+                "kind": turn.kind,
+            }
+        )
     return out
 
 

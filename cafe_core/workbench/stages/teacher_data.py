@@ -1,4 +1,5 @@
-"""Stage ``teacher_data``: teacher quadruplets of training subjects, scored and filtered (paper 3.2)."""
+"""Stage ``teacher_data``: teacher quadruplets of training subjects, scored and filtered (paper 3.2),
+written as the dataset ``data/datasets/teacher`` (:mod:`cafe_core.data.dataset`)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,26 @@ from pathlib import Path
 
 import numpy as np
 
+from ...data.dataset import open_dataset
 from ...data.filter import FilterConfig, apply_filter, calibrate_thresholds, filter_scores
+from ...data.quadruplets import write_dataset
 from ...models.encoders import ClipEncoder, DinoEncoder
-from ...utils.files import atomic_save_safetensors, atomic_write_json
+from ...utils.files import atomic_write_json
 from .. import tracking
 from ..config import Params, to_dict
+from ..dataset_report import log_dataset_report
 from ..paths import ProjectPaths
 from ..sources import training_source
 
-__all__ = ["load_filtered", "teacher_data"]
+__all__ = ["TEACHER_DATASET", "load_training_pairs", "teacher_data"]
+
+TEACHER_DATASET = "teacher"
+"""The dataset ``teacher_data`` writes: every quadruplet, its scores and the filter's decisions."""
 
 
 def teacher_data(params: Params, root: Path) -> dict:
-    """Take the training source's teacher quadruplets, score them, filter; returns the filter report."""
+    """Take the training source's teacher quadruplets, score them, filter, and write them all with
+    their scores and decisions as a dataset; returns the filter report."""
     paths = ProjectPaths(root)
     t = params.teacher
     quads = training_source(params, root).quadruplets(t.quadruplets, seed=params.seed, cache_dir=paths.teacher_cache)
@@ -34,9 +42,13 @@ def teacher_data(params: Params, root: Path) -> dict:
         dino_threshold=t.dino_threshold if t.dino_threshold is not None else calibration.filter.dino_threshold,
     )
     keep = apply_filter(scores, chosen)
-    kept = quads.select(keep)
-    atomic_save_safetensors(
-        {"x": kept.x, "y": kept.y, "subject_ids": kept.subject_ids, "context_ids": kept.context_ids}, paths.filtered
+    dataset = write_dataset(
+        quads,
+        paths.dataset(TEACHER_DATASET),
+        clip_score=scores.clip_sim,
+        dino_score=scores.dino_sim,
+        thresholds=(chosen.clip_threshold, chosen.dino_threshold),
+        info={"made_by": "teacher_data", "profile": params.profile.name, "filter": asdict(chosen)},
     )
     failures = np.array(quads.failure_names())
     report = {
@@ -60,15 +72,22 @@ def teacher_data(params: Params, root: Path) -> dict:
                 if isinstance(v, (int, float)) and not isinstance(v, bool)
             }
         )
+        statistics = log_dataset_report(
+            dataset, TEACHER_DATASET, {"clip_score": chosen.clip_threshold, "dino_score": chosen.dino_threshold}
+        )
+    atomic_write_json(paths.dataset_statistics(TEACHER_DATASET), statistics)
     atomic_write_json(paths.filter_report, report)
     return report
 
 
-def load_filtered(root: Path) -> dict[str, np.ndarray]:
-    """The filtered quadruplets G trains on: ``x``, ``y`` (uint8 (N, H, W, 3)), subject and context ids."""
-    from safetensors.numpy import load_file
-
-    path = ProjectPaths(root).filtered
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro teacher_data` first")
-    return load_file(path)
+def load_training_pairs(root: Path, name: str = TEACHER_DATASET) -> dict[str, np.ndarray]:
+    """The pairs G trains on: ``x``, ``y`` (uint8 (N, H, W, 3)) of the rows of dataset ``name``
+    that every decision made keeps (:meth:`~cafe_core.data.dataset.Dataset.kept`)."""
+    folder = ProjectPaths(root).dataset(name)
+    if not (folder / "manifest.json").is_file():
+        raise FileNotFoundError(f"{folder} is missing: run `dvc repro teacher_data` first")
+    dataset = open_dataset(folder)
+    kept = dataset.kept()
+    if not kept.any():
+        raise ValueError(f"{folder}: no row passes its filters; G has nothing to train on")
+    return {"x": dataset.images("x", kept), "y": dataset.images("y", kept)}

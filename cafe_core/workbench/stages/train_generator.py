@@ -22,7 +22,7 @@ from ..paths import ProjectPaths
 from ..plots import image_grid
 from ..training import GeneratorTraining, train_generator
 from .common import encoder_key
-from .teacher_data import load_filtered
+from .teacher_data import load_training_pairs
 
 __all__ = ["GENERATOR_MARKER", "train_generator_stage"]
 
@@ -48,7 +48,7 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     spec, g = params.generators[name], params.generator
     accelerator = accelerator or Accelerator()
     model_root = paths.model_root(params.profile)
-    data = load_filtered(root)
+    data = load_training_pairs(root)
     clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
     dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
     clip_key, dino_key = encoder_key(params, paths, spec.clip), encoder_key(params, paths, spec.dino)
