@@ -217,6 +217,27 @@ class CafePipeline:
         images = self._draw(c_hat, d, seed, num_images, clock)
         return texts, c_hat.float().cpu(), images, clock.seconds
 
+    @torch.inference_mode()
+    def predict(self, photos: list[Photo], chats: list[list[dict]]) -> tuple[list[str], torch.Tensor]:
+        """The assistant alone, for a batch of turns: (responses, c_hat (B, clip_dim)); nothing is
+        drawn. Self-distillation blends c_hat with a reference (eq. 4) before :meth:`draw`."""
+        if self.assistant is None:
+            raise RuntimeError("this pipeline has no assistant (it was loaded for the fast path): use generate()")
+        if len(photos) != len(chats):
+            raise ValueError(f"{len(photos)} photos but {len(chats)} chats")
+        patches = self.clip.patch_features(np.stack([_as_array(p) for p in photos]))
+        prompts = [self.assistant.encode_prompt(chat) for chat in chats]
+        texts, c_hat = self.assistant.generate(prompts, patches, max_new_tokens=self.max_new_tokens)
+        return texts, c_hat.float().cpu()
+
+    @torch.inference_mode()
+    def draw(self, c: torch.Tensor, photos: list[Photo], *, seed: int | list[int] = 0) -> np.ndarray:
+        """G alone: image i from ``c[i]`` (B, clip_dim) and the DINO tokens of ``photos[i]``; uint8 (B, H, W, 3)."""
+        if len(c) != len(photos):
+            raise ValueError(f"{len(c)} embeddings but {len(photos)} photos")
+        d = self.dino.patch_tokens(np.stack([_as_array(p) for p in photos]))
+        return self._draw(c.to(d), d, seed, 1, _Clock(self.device))
+
     def chat(
         self,
         image: Photo,

@@ -65,7 +65,7 @@ def main() -> None:
     gen = CafeGenerator.from_pretrained(ProjectPaths(ROOT).generator("main", params.seeds[0]))
     clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
     dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
-    data = load_training_pairs(ROOT)
+    data = load_training_pairs(ROOT / "data/datasets/teacher")
     batch = 32
     x, y = data["x"][:batch], data["y"][:batch]
     c, d = clip.image_embeds(y), dino.patch_tokens(x)

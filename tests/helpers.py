@@ -61,4 +61,5 @@ def tiny_raw(steps: int = 4) -> dict:
     raw["seeds"] = [0, 1]  # two training seeds: every stage's seed loop runs, and the lambda a later seed inherits
     raw["guidance"].update(clip_scales=[1.0, 3.0], dino_scales=[3.0], object_subjects=2, face_subjects=2, prompts=2)
     raw["evaluation"] = dict(object_subjects=2, face_subjects=2, prompts=2, images_per_prompt=1, references=2)
+    raw["selfdistill"].update(requests=24, batch_size=8)
     return raw

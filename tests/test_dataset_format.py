@@ -140,6 +140,7 @@ def test_statistics_count_each_stage_pass_rate_and_balance(tmp_path):
         "dino_pass": 2,
         "both_pass": 1,
         "review_accepted": 1,
+        "kept": 2,  # row 0 passed both tests; row 3 was never scored and a reviewer accepted it
         "with_dialogue": 1,
     }
     assert stats["pass_rate"] == pytest.approx({"clip": 2 / 3, "dino": 2 / 3, "both": 1 / 3})

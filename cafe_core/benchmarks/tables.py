@@ -90,13 +90,17 @@ def interval_rows(variant: str, rows_by_seed: Mapping[int, list[dict]], *, seed:
 
 
 def write_table(
-    rows: Sequence[ProtocolRow], folder: str | os.PathLike[str], verdicts: Sequence[Mapping] = ()
+    rows: Sequence[ProtocolRow],
+    folder: str | os.PathLike[str],
+    verdicts: Sequence[Mapping] = (),
+    notes: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Write ``table.csv`` and ``table.md`` into ``folder`` atomically; return their paths.
 
     Scores have 3 decimals, shown in Markdown as ``mean ± half-width`` where the row has
     intervals; unmeasured ones are empty cells, so a reader never mistakes a missing metric for
-    a zero. ``verdicts`` (:func:`.claims.judge`'s) are listed under the Markdown table.
+    a zero. ``verdicts`` (:func:`.claims.judge`'s) are listed under the Markdown table, then the
+    Markdown lines ``notes``.
     """
     folder = Path(folder)
     header = csv_columns()
@@ -120,6 +124,7 @@ def write_table(
             f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] | {v['verdict'].replace('_', ' ')} |"
             for v in verdicts
         ]
+    markdown += list(notes)
     return (
         atomic_write_text(folder / "table.csv", csv_text.getvalue()),
         atomic_write_text(folder / "table.md", "\n".join(markdown) + "\n"),

@@ -174,9 +174,10 @@ class Dataset:
     def statistics(self) -> dict[str, Any]:
         """What the dataset holds, from its small columns (no image is decoded).
 
-        ``stages``: rows made, passing each filter test and both, accepted by a reviewer, with a
-        dialogue; ``pass_rate``: each test's share of the scored rows; ``teachers``, ``classes``,
-        ``contexts``, ``kinds``, ``review``: counts; ``scores``: quantiles of each score.
+        ``stages``: rows made, passing each filter test and both, accepted by a reviewer, kept by
+        every decision (what G trains on), with a dialogue; ``pass_rate``: each test's share of the
+        scored rows; ``teachers``, ``classes``, ``contexts``, ``kinds``, ``review``: counts;
+        ``scores``: quantiles of each score.
         """
         names = [n for n in COLUMNS if n not in ("x", "y", "messages")]
         t = self.table(names).to_pydict()
@@ -193,6 +194,7 @@ class Dataset:
                 "dino_pass": sum(bool(d) for d in dino),
                 "both_pass": sum(both),
                 "review_accepted": sum(r == "accept" for r in t["review"]),
+                "kept": int(self.kept().sum()),
                 "with_dialogue": sum(r is not None for r in t["response"]),
             },
             "pass_rate": {

@@ -29,6 +29,7 @@ __all__ = [
     "apply_filter",
     "calibrate_thresholds",
     "filter_scores",
+    "pair_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,12 +80,7 @@ def filter_scores(
     ``E_c`` and ``E_d`` would select targets that the model being trained already finds similar.
     """
     instructions = np.array(quads.instructions)
-    unique, text_index = np.unique(instructions, return_inverse=True)  # the world repeats prompts
-    text = _numpy(clip.text_embeds(unique.tolist(), normalize=True, batch_size=batch_size))[text_index]
-    image = _numpy(clip.image_embeds(quads.y, normalize=True, batch_size=batch_size))
-    dino_x = _numpy(dino.cls_embeds(quads.x, normalize=True, batch_size=batch_size))
-    dino_y = _numpy(dino.cls_embeds(quads.y, normalize=True, batch_size=batch_size))
-
+    text, image, dino_x, dino_y = _embeddings(quads.x, quads.instructions, quads.y, clip, dino, batch_size)
     rng = np.random.default_rng([seed, 37])
     classes = np.array(quads.classes)
     clip_rows, clip_partners = _mismatched_partners(classes, instructions, rng)
@@ -95,6 +91,25 @@ def filter_scores(
         clip_null=_cosine(image[clip_rows], text[clip_partners]),
         dino_null=_cosine(dino_x[dino_rows], dino_y[dino_partners]),
     )
+
+
+def pair_scores(
+    x: np.ndarray, instructions: list[str], y: np.ndarray, clip: ClipEncoder, dino: DinoEncoder, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cos(CLIP(y), CLIP(instruction)), cos(DINO(x), DINO(y))), each (N,): the filter's two scores
+    of new targets (self-distillation's), without the null pairs that calibrate thresholds."""
+    text, image, dino_x, dino_y = _embeddings(x, instructions, y, clip, dino, batch_size)
+    return _cosine(image, text), _cosine(dino_x, dino_y)
+
+
+def _embeddings(x, instructions, y, clip: ClipEncoder, dino: DinoEncoder, batch_size: int):
+    """Unit CLIP text and image embeddings, DINO CLS of x and of y, as float64 arrays."""
+    unique, text_index = np.unique(np.array(instructions), return_inverse=True)  # the world repeats prompts
+    text = _numpy(clip.text_embeds(unique.tolist(), normalize=True, batch_size=batch_size))[text_index]
+    image = _numpy(clip.image_embeds(y, normalize=True, batch_size=batch_size))
+    dino_x = _numpy(dino.cls_embeds(x, normalize=True, batch_size=batch_size))
+    dino_y = _numpy(dino.cls_embeds(y, normalize=True, batch_size=batch_size))
+    return text, image, dino_x, dino_y
 
 
 def _numpy(embeds: torch.Tensor) -> np.ndarray:

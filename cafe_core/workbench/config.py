@@ -249,10 +249,13 @@ class GeneratorParams:
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """Which conditioning encoders a trained G reads (names resolved in the profile's model root)."""
+    """Which conditioning encoders a trained G reads (names resolved in the profile's model root),
+    and the dataset it trains on (``data/datasets/<data>``; a dataset made per training seed, as
+    self-distillation's is, in ``<data>/seed-<s>``)."""
 
     clip: str
     dino: str
+    data: str = "teacher"
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,31 @@ class GuidanceGridParams:
 
 
 @dataclass(frozen=True)
+class ReviewParams:
+    """Human filtering of the automatically filtered teacher data (paper 3.2) into the dataset
+    ``human``. ``decisions``: a decisions file reviewers wrote (the review widget's), or None:
+    the simulated annotator of CAFE-mini (the truth, wrong at ``error_rate``, ``seconds_per_decision`` each)."""
+
+    decisions: str | None
+    error_rate: float
+    seconds_per_decision: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class SelfDistillParams:
+    """Self-distillation (paper 3.3, eq. 4): the stage-1 system (``assistant`` and its G, trained on
+    the automatically filtered data) draws ``requests`` new targets per training seed with
+    ``c = (1 - lam) c_hat + lam E_c(x_ref)``, x_ref the base model's image of the instruction; the
+    automatic filter keeps the good ones (dataset ``selfdistill``; ``union`` adds the teacher's)."""
+
+    assistant: str  # key of `assistants`: its G (`assistants.<a>.generator`) draws
+    lam: float
+    requests: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
 class DataParams:
     """Where the stages' data comes from (:mod:`cafe_core.workbench.sources`)."""
 
@@ -351,6 +379,8 @@ class Params:
     assistants: dict[str, AssistantSpec]
     evaluation: EvalParams
     guidance: GuidanceGridParams
+    review: ReviewParams
+    selfdistill: SelfDistillParams
     ablations: dict[str, list[str]]  # target -> variants in its table
     source: Path | None = field(default=None, compare=False)
 
@@ -475,6 +505,9 @@ def _check_references(params: Params, source: str) -> None:
                     f"{spec.assistant!r} predicts embeddings of CLIP {lives!r}"
                 )
     need("fidelity.variant", params.fidelity.variant, params.variants, "variants")
+    need("selfdistill.assistant", params.selfdistill.assistant, params.assistants, "assistants")
+    if not 0.0 <= params.selfdistill.lam <= 1.0:
+        raise ParamsError(f"{source}: key 'selfdistill.lam' must lie in [0, 1], got {params.selfdistill.lam}")
     need("guidance.generator", params.guidance.generator, params.generators, "generators")
     if params.guidance.seed not in params.seeds:
         raise ParamsError(

@@ -62,3 +62,24 @@ def _variant_entry(path: Path, variant: str) -> dict:
             f"rerun `dvc repro evaluate@{variant}`"
         )
     return data[variant]
+
+
+def read_dataset_summary(root: Path, name: str) -> dict | None:
+    """What the stage that made dataset ``name`` recorded (``results/datasets/<name>.json``, or one
+    file per training seed under ``results/datasets/<name>/``): the rows G trains on and the cost
+    added beyond the teacher's data, each the mean over the files, with the files' count; None when
+    no stage recorded it."""
+    import numpy as np
+
+    single = ProjectPaths(root).dataset_statistics(name)
+    files = [single] if single.is_file() else sorted(single.with_suffix("").glob("seed-*.json"))
+    if not files:
+        return None
+    stats = [json.loads(f.read_text()) for f in files]
+    return {
+        "dataset": name,
+        "samples": float(np.mean([s["stages"]["kept"] for s in stats])),
+        "added_seconds": float(np.mean([s["added_cost"]["seconds"] for s in stats])),
+        "added_cost": stats[0]["added_cost"]["what"],
+        "files": len(files),
+    }

@@ -24,6 +24,18 @@ def _teacher(params, root, name):
     return teacher_data(params, root)
 
 
+def _review(params, root, name):
+    from .review import review_stage
+
+    return review_stage(params, root)
+
+
+def _self_distill(params, root, name):
+    from .self_distill import self_distill_stage
+
+    return self_distill_stage(params, root)
+
+
 def _generator(params, root, name):
     from .train_generator import train_generator_stage
 
@@ -75,6 +87,8 @@ def _report(params, root, name):
 STAGES: dict[str, tuple[Callable, str | None]] = {
     "pretrain_world": (_pretrain, "core"),  # NAME: core or small
     "teacher_data": (_teacher, None),
+    "review": (_review, None),  # human filtering: simulated, or the decisions file params name
+    "self_distill": (_self_distill, None),  # eq. 4's targets by the stage-1 system, every training seed
     "train_generator": (_generator, None),  # NAME: a key of `generators`
     "train_assistant": (_assistant, None),  # NAME: a key of `assistants`
     "guidance": (_guidance, None),  # s_c and s_d chosen on validation subjects
@@ -86,7 +100,7 @@ STAGES: dict[str, tuple[Callable, str | None]] = {
 }
 """Stage name -> (runner, default NAME; None: NAME is required, except for the stages without one)."""
 
-_UNNAMED = ("teacher_data", "guidance", "fidelity_probe", "fidelity", "report")
+_UNNAMED = ("teacher_data", "review", "self_distill", "guidance", "fidelity_probe", "fidelity", "report")
 
 
 def main(argv: list[str] | None = None) -> None:

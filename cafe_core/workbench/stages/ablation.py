@@ -19,7 +19,7 @@ from ...utils.files import atomic_write_json
 from .. import tracking
 from ..config import Params
 from ..paths import ProjectPaths
-from ..results import read_subject_scores, rows_by_seed
+from ..results import read_dataset_summary, read_subject_scores, rows_by_seed
 
 __all__ = ["ablation_table"]
 
@@ -50,18 +50,54 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
                 links[f"cafe.source_run.{variant}"] = source
         verdicts = [judge(c, scores, seed=params.seed) for c in _claims(target, variants)]
         folder = paths.ablation(target)
+        datasets = _training_data(params, root, variants)
+        notes = _datasets_note(datasets) if datasets else ()
         table = (
-            *write_table(rows, folder, verdicts),
+            *write_table(rows, folder, verdicts, notes=notes),
             write_scores(rows, folder),
             atomic_write_json(folder / "verdicts.json", verdicts),
             atomic_write_json(folder / "intervals.json", [_widths(r) for r in rows]),
         )
+        if datasets:  # the rows' G trained on different data (table 3): what each had, and its cost
+            table += (atomic_write_json(folder / "datasets.json", datasets),)
+            tracking.log_table(datasets, "datasets.json")
         tracking.log_table([r.to_dict() for r in rows], "table.json")
         tracking.log_table(verdicts, "verdicts.json")
         tracking.set_tags(links)
         for path in table:
             tracking.log_artifact(path)
     return rows
+
+
+def _training_data(params: Params, root: Path, variants: list[str]) -> list[dict]:
+    """Per row whose G trained on another dataset than some other row's: the dataset, its rows
+    (mean over training seeds) and the cost it added; empty when every row shares one dataset."""
+    named = {v: params.generators[params.variants[v].generator].data for v in variants if v in params.variants}
+    if len(set(named.values())) < 2:
+        return []
+    out = []
+    for variant, name in named.items():
+        summary = read_dataset_summary(root, name)
+        if summary is None:
+            raise FileNotFoundError(
+                f"no statistics of dataset {name!r} (results/datasets/): run the stage that makes it"
+            )
+        out.append({"variant": variant, **summary})
+    return out
+
+
+def _datasets_note(datasets: list[dict]) -> list[str]:
+    """The training data of each row, as Markdown under the table."""
+    lines = [
+        "",
+        "| row | trained on | samples | added cost (s) | what the cost is |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {d['variant']} | `{d['dataset']}` | {d['samples']:,.0f} | {d['added_seconds']:,.0f} | {d['added_cost']} |"
+        for d in datasets
+    ]
+    return lines
 
 
 def _widths(row: ProtocolRow) -> dict:

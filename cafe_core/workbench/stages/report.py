@@ -23,6 +23,7 @@ __all__ = ["pipeline_stages", "stage_times", "write_report"]
 logger = logging.getLogger(__name__)
 
 TITLES = {
+    "ablation_selfdistill": "Table 3: self-distillation against human filtering",
     "ablation_loss": "Table 4: the distance in eq. 2",
     "ablation_encoders": "Table 5: smaller image encoders",
     "ablation_embeddings": "Table 6: CLIP and DINO embeddings",

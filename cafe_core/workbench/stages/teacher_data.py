@@ -19,7 +19,7 @@ from ..dataset_report import log_dataset_report
 from ..paths import ProjectPaths
 from ..sources import training_source
 
-__all__ = ["TEACHER_DATASET", "load_training_pairs", "teacher_data"]
+__all__ = ["TEACHER_DATASET", "load_training_pairs", "teacher_data", "training_dataset"]
 
 TEACHER_DATASET = "teacher"
 """The dataset ``teacher_data`` writes: every quadruplet, its scores and the filter's decisions."""
@@ -75,17 +75,26 @@ def teacher_data(params: Params, root: Path) -> dict:
         statistics = log_dataset_report(
             dataset, TEACHER_DATASET, {"clip_score": chosen.clip_threshold, "dino_score": chosen.dino_threshold}
         )
-    atomic_write_json(paths.dataset_statistics(TEACHER_DATASET), statistics)
+    cost = {"seconds": 0.0, "what": "none: the baseline (the teacher's targets, automatically filtered)"}
+    atomic_write_json(paths.dataset_statistics(TEACHER_DATASET), {**statistics, "added_cost": cost})
     atomic_write_json(paths.filter_report, report)
     return report
 
 
-def load_training_pairs(root: Path, name: str = TEACHER_DATASET) -> dict[str, np.ndarray]:
-    """The pairs G trains on: ``x``, ``y`` (uint8 (N, H, W, 3)) of the rows of dataset ``name``
-    that every decision made keeps (:meth:`~cafe_core.data.dataset.Dataset.kept`)."""
+def training_dataset(root: Path, name: str, seed: int) -> Path:
+    """The folder of dataset ``name`` that training seed ``seed`` reads: ``data/datasets/<name>``,
+    or its ``seed-<seed>`` part for a dataset made per training seed (self-distillation's)."""
     folder = ProjectPaths(root).dataset(name)
-    if not (folder / "manifest.json").is_file():
-        raise FileNotFoundError(f"{folder} is missing: run `dvc repro teacher_data` first")
+    for candidate in (folder, folder / f"seed-{seed}"):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    made_by = "teacher_data" if name == TEACHER_DATASET else "the stage that makes it (dvc.yaml)"
+    raise FileNotFoundError(f"dataset {name!r} is missing for training seed {seed} ({folder}): run {made_by} first")
+
+
+def load_training_pairs(folder: str | Path) -> dict[str, np.ndarray]:
+    """The pairs G trains on: ``x``, ``y`` (uint8 (N, H, W, 3)) of the rows of the dataset at
+    ``folder`` that every decision made keeps (:meth:`~cafe_core.data.dataset.Dataset.kept`)."""
     dataset = open_dataset(folder)
     kept = dataset.kept()
     if not kept.any():

@@ -22,7 +22,7 @@ from ..paths import ProjectPaths
 from ..plots import image_grid
 from ..training import GeneratorTraining, train_generator
 from .common import encoder_key
-from .teacher_data import load_training_pairs
+from .teacher_data import load_training_pairs, training_dataset
 
 __all__ = ["GENERATOR_MARKER", "train_generator_stage"]
 
@@ -30,8 +30,8 @@ GENERATOR_MARKER = "cafe_generator.json"
 
 
 def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict[int, dict]:
-    """Train generator ``name`` (its encoders from ``params.generators``) on the filtered teacher data,
-    once per training seed (``params.seeds``), each to ``models/generator/<name>/seed-<seed>``.
+    """Train generator ``name`` (its encoders and dataset from ``params.generators``) on the rows its
+    dataset keeps, once per training seed (``params.seeds``), each to ``models/generator/<name>/seed-<seed>``.
 
     Returns each seed's final training losses. A seed already trained with this key is skipped, so
     a killed stage resumes at the seed it was training (from its checkpoint). Runs under
@@ -48,21 +48,25 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     spec, g = params.generators[name], params.generator
     accelerator = accelerator or Accelerator()
     model_root = paths.model_root(params.profile)
-    data = load_training_pairs(root)
     clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
     dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
     clip_key, dino_key = encoder_key(params, paths, spec.clip), encoder_key(params, paths, spec.dino)
-    c = cached_features(
-        f"clip-{spec.clip}", data["y"], clip.image_embeds, key_parts=(clip_key,), cache_dir=paths.features
-    )
-    d = cached_features(
-        f"dino-{spec.dino}", data["x"], dino.patch_tokens, key_parts=(dino_key,), cache_dir=paths.features
-    )
     code, done = code_digest(__name__), {}
-    run_params = {"generator": g.training(), "spec": asdict(spec), "pairs": len(c), "seeds": params.seeds}
+    run_params = {"generator": g.training(), "spec": asdict(spec), "seeds": params.seeds}
     stage_run = tracking.start_run(f"train_generator@{name}", params, log_params=run_params, root=root)
     with stage_run if accelerator.is_main_process else contextlib.nullcontext():
         for seed in params.seeds:
+            folder = training_dataset(root, spec.data, seed)
+            data = load_training_pairs(folder)
+            c = cached_features(
+                f"clip-{spec.clip}", data["y"], clip.image_embeds, key_parts=(clip_key,), cache_dir=paths.features
+            )
+            d = cached_features(
+                f"dino-{spec.dino}", data["x"], dino.patch_tokens, key_parts=(dino_key,), cache_dir=paths.features
+            )
+            if accelerator.is_main_process:
+                tracking.log_metrics({f"pairs_seed_{seed}": len(c)})
+                tracking.set_tags({f"cafe.dataset.seed_{seed}": str(folder.relative_to(root))})
             key = config_hash(g.training(), seed, asdict(spec), clip_key, dino_key, len(c), code)
             ckpt = paths.checkpoints("generator") / f"{name}-seed-{seed}-{key}"
             record = build_once(
