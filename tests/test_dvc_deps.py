@@ -127,3 +127,16 @@ def test_plumbing_edits_keep_skip_keys_and_model_edits_change_them(tmp_path, mon
     reworded = lambda text: text.replace(words, '"""Reworded.') + "\n# a comment\n"  # noqa: E731
     assert set_digest("cafe_core.world.pretrain", reworded) == before
     assert set_digest("cafe_core.world.pretrain", lambda text: text + "\nEDITED = 1\n") != before
+
+
+def test_table_3s_data_stages_depend_on_what_they_read():
+    """G reads the dataset its spec names; self-distillation draws with its assistant and that
+    assistant's G (DVC cannot look the G up, so dvc.yaml names it and this test checks it)."""
+    assert "data/datasets/${item.data}" in _body(DVC["train_generator"])["deps"]
+    assert all("data" in spec for spec in PARAMS["generators"].values()), "${item.data} needs every generator's"
+    distill = DVC["self_distill"]
+    assistant = PARAMS["selfdistill"]["assistant"]
+    generator = PARAMS["assistants"][assistant]["generator"]
+    assert {f"models/generator/{generator}", "models/assistant/${selfdistill.assistant}"} <= set(distill["deps"])
+    assert {"data/datasets/teacher", "results/teacher/filter.json"} <= set(distill["deps"])
+    assert "data/datasets/teacher" in DVC["review"]["deps"] and "review" in DVC["review"]["params"]

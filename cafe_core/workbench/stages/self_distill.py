@@ -46,7 +46,7 @@ from .evaluate import PromptReferences
 from .teacher_data import TEACHER_DATASET
 from .train_generator import GENERATOR_MARKER
 
-__all__ = ["SELF_DATASET", "UNION_DATASET", "self_distill_stage"]
+__all__ = ["SELF_DATASET", "UNION_DATASET", "SelfDistiller", "self_distill_stage"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,62 @@ class Request:
     provenance: dict
 
 
+class SelfDistiller:
+    """What every training seed's self-distillation shares: the teacher's requests, the filter's
+    encoders and thresholds, and the base model's references (cached per prompt and seed)."""
+
+    def __init__(self, params: Params, root: Path) -> None:
+        self.params, self.root, self.paths = params, root, ProjectPaths(root)
+        self.teacher = open_dataset(self.paths.dataset(TEACHER_DATASET))
+        self.thresholds = json.loads(self.paths.filter_report.read_text())["thresholds"]
+        model_root = self.paths.model_root(params.profile)
+        self.eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
+        self.eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
+        self.references = PromptReferences.from_params(params, root)
+
+    def make(self, seed: int, folder: Path, *, requests: int, lam: float, batch_size: int, accelerator=None):
+        """The dataset of the first ``requests`` teacher requests drawn by training seed ``seed``'s
+        stage-1 system with eq. 4 at ``lam``, at ``folder`` (resumed; restarted when its inputs
+        changed). Returns it on the main process (None on the others)."""
+        params, paths, sd = self.params, self.paths, self.params.selfdistill
+        generator = params.assistants[sd.assistant].generator
+        pipe = CafePipeline.from_params(params, self.root, assistant=sd.assistant, seed=seed, device="cpu")
+        pipe.sampling = sampling(params, self.root)
+        version = f"assistant {sd.assistant} + G {generator}, training seed {seed}, lam {lam}"
+        info = {
+            "made_by": "self_distill",
+            "teacher_version": version,
+            "thresholds": self.thresholds,
+            # what the rows depend on: a change restarts the dataset instead of mixing old rows in
+            "inputs": {
+                "teacher": file_digest(self.teacher.folder / "manifest.json"),
+                "generator": file_digest(paths.generator(generator, seed) / GENERATOR_MARKER),
+                "assistant": file_digest(paths.assistant(sd.assistant, seed) / "assistant.safetensors"),
+            },
+        }
+        main = accelerator is None or accelerator.is_main_process
+        if main:
+            _restart_if_changed(folder, info)
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        make_rows = _row_maker(
+            pipe, self.references, self.eval_clip, self.eval_dino, self.thresholds, lam, seed, version
+        )
+        start = time.perf_counter()
+        dataset = generate_dataset(
+            _requests(self.teacher, requests),
+            make_rows,
+            folder,
+            info=info,
+            batch_size=batch_size,
+            accelerator=accelerator,
+        )
+        _add_seconds(folder, accelerator.process_index if accelerator is not None else 0, time.perf_counter() - start)
+        if main:
+            self.references.save()
+        return dataset
+
+
 def self_distill_stage(params: Params, root: Path, *, accelerator=None) -> dict[int, dict]:
     """Make the ``selfdistill`` dataset of every training seed (resuming what exists) and its
     ``union`` with the teacher's; returns, per seed, the rows made, kept, and the seconds spent."""
@@ -76,47 +132,19 @@ def self_distill_stage(params: Params, root: Path, *, accelerator=None) -> dict[
     paths = ProjectPaths(root)
     sd = params.selfdistill
     accelerator = accelerator or Accelerator()
-    teacher = open_dataset(paths.dataset(TEACHER_DATASET))
-    thresholds = json.loads(paths.filter_report.read_text())["thresholds"]
-    requests = _requests(teacher, sd.requests)
-    model_root = paths.model_root(params.profile)
-    eval_clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root)
-    eval_dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root)
-    references = PromptReferences.from_params(params, root)
+    distiller = SelfDistiller(params, root)
+    thresholds = distiller.thresholds
     out = {}
     run = tracking.start_run("self_distill", params, log_params={"selfdistill": asdict(sd)}, root=root)
     with run if accelerator.is_main_process else contextlib.nullcontext():
         for seed in params.seeds:
             folder = paths.dataset(SELF_DATASET) / f"seed-{seed}"
-            pipe = CafePipeline.from_params(params, root, assistant=sd.assistant, seed=seed, device="cpu")
-            pipe.sampling = sampling(params, root)
-            generator = params.assistants[sd.assistant].generator
-            version = f"assistant {sd.assistant} + G {generator}, training seed {seed}, lam {sd.lam}"
-            info = {
-                "made_by": "self_distill",
-                "teacher_version": version,
-                "selfdistill": asdict(sd),
-                "thresholds": thresholds,
-                # what the rows depend on: a change restarts the dataset instead of mixing old rows in
-                "inputs": {
-                    "teacher": file_digest(teacher.folder / "manifest.json"),
-                    "generator": file_digest(paths.generator(generator, seed) / GENERATOR_MARKER),
-                    "assistant": file_digest(paths.assistant(sd.assistant, seed) / "assistant.safetensors"),
-                },
-            }
-            if accelerator.is_main_process:
-                _restart_if_changed(folder, info)
-            accelerator.wait_for_everyone()
-            make_rows = _row_maker(pipe, references, eval_clip, eval_dino, thresholds, sd.lam, seed, version)
-            start = time.perf_counter()
-            dataset = generate_dataset(
-                requests, make_rows, folder, info=info, batch_size=sd.batch_size, accelerator=accelerator
+            dataset = distiller.make(
+                seed, folder, requests=sd.requests, lam=sd.lam, batch_size=sd.batch_size, accelerator=accelerator
             )
-            _add_seconds(folder, accelerator.process_index, time.perf_counter() - start)
             accelerator.wait_for_everyone()
             if dataset is None:  # not the main process
                 continue
-            references.save()
             _write_union(paths, seed)
             seconds = _seconds(folder)
             kept = int(dataset.kept().sum())
