@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from cafe_core.benchmarks.dreambench import DreamBenchSource, load_dreambench
-from cafe_core.data.dialogues import save_dialogues
 from cafe_core.data.quadruplets import write_dataset
 from cafe_core.data.sources import DataUnavailable, FolderSource
 from cafe_core.workbench.config import DataParams, ParamsError, load_params
@@ -31,10 +30,7 @@ def test_a_folder_round_trips_the_worlds_training_data(params, tmp_path):
     fit = world.dialogues(12, part="fit", seed=3, multi_turn_p=0.5)
     val = world.dialogues(4, part="val", seed=4)
     assert not set(fit.subject_ids) & set(val.subject_ids)  # validation subjects are held apart
-    folder = tmp_path / "mine"
-    write_dataset(quads, folder / "quadruplets")
-    save_dialogues(fit, folder / "dialogues-fit.safetensors")
-    save_dialogues(val, folder / "dialogues-val.safetensors")
+    write_dataset(quads, tmp_path / "mine" / "quadruplets")
     source = training_source(dataclasses.replace(params, data=DataParams(train="mine", evaluation="world")), tmp_path)
     assert isinstance(source, FolderSource)
     again = source.quadruplets(40, seed=0)
@@ -46,11 +42,36 @@ def test_a_folder_round_trips_the_worlds_training_data(params, tmp_path):
     np.testing.assert_array_equal(again.y_subject_ids, quads.y_subject_ids)
     np.testing.assert_array_equal(again.y_seeds, quads.y_seeds)
     np.testing.assert_array_equal(again.y_context_ids == -1, quads.y_context_ids == -1)  # neutral stays neutral
-    loaded = source.dialogues(12, part="fit", seed=0)
-    assert loaded.messages == fit.messages and loaded.valid == fit.valid
-    np.testing.assert_array_equal(loaded.x, fit.x)
     assert source.response_fulfils(int(fit.subject_ids[0]), fit.responses[0], fit.valid[0]) is None  # cannot judge
     assert world.response_fulfils(int(fit.subject_ids[0]), fit.responses[0], fit.valid[0]) is True
+
+
+def test_the_assistant_learns_from_the_dialogues_of_the_rows_the_filter_keeps(params, tmp_path):
+    """M trains on the same dataset as G (the paper's dialogues are written for the kept
+    quadruplets): every row of the user's folder before the filter runs, the kept rows of
+    teacher_data's scored copy after; validation subjects are never fitted."""
+    quads = training_source(params, tmp_path).quadruplets(60, seed=5)
+    write_dataset(quads, tmp_path / "mine" / "quadruplets")
+    source = training_source(dataclasses.replace(params, data=DataParams(train="mine", evaluation="world")), tmp_path)
+    fit, val = (source.dialogues(0, part=part, seed=0) for part in ("fit", "val"))
+    assert len(fit) + len(val) == len(quads) and len(val) > 0
+    assert not set(fit.subject_ids) & set(val.subject_ids)
+    by_message = {str(p["messages"]): (p["response"], i) for i, p in enumerate(quads.provenance)}
+    response, row = by_message[str(fit.messages[0])]
+    assert fit.responses[0] == response
+    np.testing.assert_array_equal(fit.y[0], quads.y[row])  # the target is the teacher's y
+    assert fit.valid[0] == [quads.provenance[row]["context"]]
+
+    scores = np.linspace(0.0, 1.0, len(quads), dtype=np.float32)  # the first half fails the CLIP test
+    write_dataset(
+        quads,
+        tmp_path / "data" / "datasets" / "teacher",
+        clip_score=scores,
+        dino_score=scores + 1,
+        thresholds=(0.5, 0.0),
+    )
+    kept = sum(len(source.dialogues(0, part=part, seed=0)) for part in ("fit", "val"))
+    assert kept == int((scores >= 0.5).sum())
 
 
 def test_missing_data_is_named(params, tmp_path):

@@ -57,13 +57,44 @@ def shown_render(world: World, quads: QuadrupletSet, i: int) -> np.ndarray:
 # --- the teacher ----------------------------------------------------------------------------------
 
 
+def test_the_world_teacher_answers_requests_as_every_teacher_does(world: World) -> None:
+    """The dataset stages take any teacher of cafe_core.data.teachers: the world's answers the same
+    requests with its failure modes, and says what each target really shows."""
+    from cafe_core.data.teachers import Teacher as TeacherProtocol
+    from cafe_core.data.teachers import TeacherRequest
+
+    teacher = Teacher(TeacherConfig(identity_drift_p=0.3, ignore_instruction_p=0.3, artefact_p=0.2), world=world)
+    assert isinstance(teacher, TeacherProtocol) and teacher.name == "cafe-mini world teacher"
+    subject = world.subjects("object", "train")[2]
+    photo = world.render(subject, None, 0).image
+    requests = [
+        TeacherRequest(photo, "a thing on the beach", seed=s, subject=str(subject.id), context="beach")
+        for s in range(60)
+    ]
+    targets = teacher.make(requests)
+    again = teacher.make(requests[:5])
+    assert all(
+        np.array_equal(a.y, b.y) and a.truth == b.truth for a, b in zip(targets, again)
+    )  # a function of the seed
+    failures = [t.truth["failure"] for t in targets]
+    assert set(failures) == set(FAILURES)  # every failure mode occurs
+    right = [t for t in targets if t.truth["failure"] == "none"]
+    assert all(t.truth == {"failure": "none", "y_subject": subject.id, "y_context": "beach"} for t in right)
+    assert all(t.truth["y_subject"] != subject.id for t in targets if t.truth["failure"] == "identity_drift")
+    assert teacher.version != Teacher(TeacherConfig(seed=1), world=world).version
+    with pytest.raises(ValueError, match="subject id in a named context"):
+        teacher.make([TeacherRequest(photo, "a thing on the beach", seed=0)])
+    with pytest.raises(ValueError, match="needs its world"):
+        Teacher().make(requests[:1])
+
+
 def test_make_is_a_function_of_teacher_seed_and_stream(world: World) -> None:
     subject, context = world.subjects("face", "train")[3], world.context("face", "beach")
 
     def draws(teacher_seed: int) -> list:
         teacher = Teacher(TeacherConfig(seed=teacher_seed))
         rng = np.random.default_rng(5)
-        return [teacher.make(world, subject, context, rng) for _ in range(40)]
+        return [teacher.quadruplet(world, subject, context, rng) for _ in range(40)]
 
     first, again, other = draws(0), draws(0), draws(1)
     for a, b in zip(first, again, strict=True):

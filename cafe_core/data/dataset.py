@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,7 +38,17 @@ from PIL import Image
 
 from ..utils.files import atomic_write, atomic_write_json
 
-__all__ = ["COLUMNS", "FORMAT", "Dataset", "DatasetWriter", "decode_image", "encode_image", "open_dataset"]
+__all__ = [
+    "COLUMNS",
+    "FORMAT",
+    "Dataset",
+    "DatasetWriter",
+    "compose",
+    "decode_image",
+    "encode_image",
+    "open_dataset",
+    "positions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +236,7 @@ class Dataset:
             raise KeyError(f"{name!r} is not an image column; the image columns are 'x' and 'y'")
         cells = self.table([name]).column(name)
         if rows is not None:
-            positions = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
-            cells = cells.take(pa.array(positions, pa.int64()))
+            cells = cells.take(pa.array(positions(rows), pa.int64()))
         decoded = [decode_image(cell) for cell in cells.to_pylist()]
         sizes = {image.shape for image in decoded}
         if len(sizes) > 1:
@@ -271,6 +281,29 @@ def _quantiles(values: Sequence[float | None]) -> dict[str, float] | None:
         return None
     qs = (0.05, 0.25, 0.5, 0.75, 0.95)
     return {f"q{int(q * 100):02d}": float(v) for q, v in zip(qs, np.quantile(known, qs), strict=True)}
+
+
+def positions(rows: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Rows named by a boolean mask or by positions -> int64 positions."""
+    rows = np.asarray(rows)
+    return np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.int64)
+
+
+def compose(folder: str | Path, parts: Sequence[str | Path], *, info: Mapping[str, Any] | None = None) -> Dataset:
+    """A dataset at ``folder`` made of the shards of the datasets ``parts``, in order, by their paths
+    relative to ``folder`` (nothing is copied): the parts of a generation run, or a union of datasets.
+    Only its ``manifest.json`` is written, atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shards, rows = [], 0
+    for part in map(Path, parts):
+        for shard in _read_manifest(part)["shards"]:
+            shards.append({**shard, "file": os.path.relpath(part / shard["file"], folder)})
+            rows += shard["rows"]
+    atomic_write_json(
+        _manifest_path(folder), {"format": dict(FORMAT), "rows": rows, "shards": shards, "info": dict(info or {})}
+    )
+    return Dataset(folder)
 
 
 def open_dataset(folder: str | Path) -> Dataset:

@@ -4,12 +4,14 @@ The in-memory form every source of teacher data produces and the filter reads: s
 ``x``, targets ``y``, their instructions, and ground-truth labels that only graders read
 (:data:`FAILURES`). On disk they are a dataset (:mod:`cafe_core.data.dataset`):
 :func:`write_dataset` writes one with the filter's scores and decisions, :func:`read_quadruplets`
-reads one back (a user's own too).
+reads one back (a user's own too), and :func:`read_dialogues` reads the assistant's training chats
+from the same rows, as the paper trains M on dialogues written for the kept quadruplets.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -20,12 +22,14 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from ..utils.files import atomic_save_safetensors
-from .dataset import COLUMNS, Dataset, DatasetWriter, open_dataset
+from .dataset import COLUMNS, Dataset, DatasetWriter, open_dataset, positions
+from .dialogues import DialogueSet
 
 __all__ = [
     "FAILURES",
     "QuadrupletSet",
     "load_quadruplets",
+    "read_dialogues",
     "read_quadruplets",
     "save_quadruplets",
     "write_dataset",
@@ -155,8 +159,7 @@ def read_quadruplets(dataset: Dataset | str | Path, rows: np.ndarray | None = No
     names = [n for n in COLUMNS if n not in ("x", "y")]
     table = ds.table(names)
     if rows is not None:
-        positions = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
-        table = table.take(positions)
+        table = table.take(positions(rows))
     t = table.to_pydict()
     n = table.num_rows
     truth = [json.loads(v) if v else {} for v in t["truth"]]
@@ -181,6 +184,50 @@ def read_quadruplets(dataset: Dataset | str | Path, rows: np.ndarray | None = No
         instructions=t["instruction"],
         classes=[c or "" for c in t["subject_class"]],
         provenance=[{name: t[name][i] for name in _PROVENANCE} for i in range(n)],
+    )
+
+
+VALIDATION_SHARE = 1 / 8
+"""The share of a dataset's subjects whose dialogues validate the assistant (choose lambda)."""
+
+
+def validation_subject_names(subjects: list[str], share: float = VALIDATION_SHARE) -> set[str]:
+    """The subjects held out to validate: the ``share`` (at least one) that come first by a hash of
+    their names, so the split depends on nothing but the names and never moves when rows are added."""
+    distinct = sorted(set(subjects), key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    if len(distinct) < 2:
+        raise ValueError(
+            f"a dataset needs dialogues of 2 or more subjects to hold some apart for validation; it has {len(distinct)}"
+        )
+    return set(distinct[: max(1, round(share * len(distinct)))])
+
+
+def read_dialogues(dataset: Dataset | str | Path, *, part: str) -> DialogueSet:
+    """The assistant's chats of ``part`` (``"fit"`` or ``"val"``): the rows every decision keeps
+    (:meth:`Dataset.kept`) that have a dialogue (``messages`` and ``response``), ``y`` the target
+    whose CLIP embedding the answer predicts. Validation rows are those of
+    :func:`validation_subject_names`, so no validation subject is fitted. The contexts that fulfil a
+    request are the row's ``context`` where known (a reader of real data cannot judge more)."""
+    if part not in ("fit", "val"):
+        raise ValueError(f"part must be 'fit' or 'val', got {part!r}")
+    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    t = ds.table(["messages", "response", "kind", "subject", "context"]).to_pydict()
+    subjects = [s if s is not None else f"row-{i}" for i, s in enumerate(t["subject"])]
+    chats = ds.kept() & np.array([m is not None and r is not None for m, r in zip(t["messages"], t["response"])])
+    held = validation_subject_names([s for s, chat in zip(subjects, chats, strict=True) if chat])
+    rows = np.flatnonzero(chats & np.array([(s in held) == (part == "val") for s in subjects]))
+    if not len(rows):
+        raise ValueError(f"{ds.folder} has no kept rows with a dialogue for part {part!r}")
+    contexts = [t["context"][i] for i in rows]
+    return DialogueSet(
+        messages=[[{"role": m["role"], "content": m["content"]} for m in t["messages"][i]] for i in rows],
+        responses=[t["response"][i] for i in rows],
+        kinds=[t["kind"][i] or "" for i in rows],
+        x=ds.images("x", rows),
+        y=ds.images("y", rows),
+        subject_ids=_ids([subjects[i] for i in rows], subjects),
+        context_ids=_ids([c or "" for c in contexts]),
+        valid=[[c] if c else [] for c in contexts],
     )
 
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from .cases import EvalCase
-from .dialogues import DialogueSet, load_dialogues
-from .quadruplets import QuadrupletSet, read_quadruplets
+from .dialogues import DialogueSet
+from .quadruplets import QuadrupletSet, read_dialogues, read_quadruplets
 
 __all__ = ["DataSource", "DataUnavailable", "FolderSource"]
 
@@ -97,15 +97,19 @@ class DataSource:
 class FolderSource(DataSource):
     """Training data a user supplies, in the project's format:
 
-    - ``quadruplets/``: a dataset (:mod:`cafe_core.data.dataset`; the README documents its
-      columns), e.g. what :func:`~cafe_core.data.quadruplets.write_dataset` or an sd2 teacher writes;
-    - ``dialogues-fit.safetensors``, ``dialogues-val.safetensors``:
-      :func:`~cafe_core.data.dialogues.save_dialogues`.
+    ``quadruplets/``: a dataset (:mod:`cafe_core.data.dataset`; the README documents its columns),
+    e.g. what :func:`~cafe_core.data.quadruplets.write_dataset` or an sd2 teacher writes. G trains
+    on the rows every decision keeps; the assistant on those of them that have a dialogue
+    (:func:`~cafe_core.data.quadruplets.read_dialogues`), an eighth of their subjects held apart to
+    validate it.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, scored: str | Path | None = None) -> None:
         self.folder = Path(folder)
         self.name = str(folder)
+        self.scored = Path(scored) if scored is not None else None
+        """The same quadruplets with the filter's decisions (``teacher_data``'s output), which the
+        dialogues are read from once it exists: the assistant learns from the kept rows only."""
 
     def _file(self, name: str) -> Path:
         path = self.folder / name
@@ -115,7 +119,7 @@ class FolderSource(DataSource):
 
     def quadruplets(self, n: int, *, seed: int, cache_dir: Path | None = None) -> QuadrupletSet:
         """Every quadruplet of the folder (``n`` and ``seed`` size and seed generated sets only)."""
-        quads = read_quadruplets(self._file(f"{QUADRUPLETS}/manifest.json").parent)
+        quads = read_quadruplets(self._dataset())
         if len(quads) != n:
             logger.info("%s holds %d quadruplets (params asked %d): using all of them", self.name, len(quads), n)
         return quads
@@ -123,6 +127,13 @@ class FolderSource(DataSource):
     def dialogues(
         self, n: int, *, part: str, seed: int, multi_turn_p: float = 0.0, cache_dir: Path | None = None
     ) -> DialogueSet:
+        """Every dialogue of ``part`` in the folder's dataset (``n`` and ``seed`` size and seed generated sets only)."""
         if part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}, got {part!r}")
-        return load_dialogues(self._file(f"dialogues-{part}.safetensors"))
+        if self.scored is not None and (self.scored / "manifest.json").is_file():
+            return read_dialogues(self.scored, part=part)
+        logger.warning("%s: no filtered dataset at %s yet; the dialogues of every row are used", self.name, self.scored)
+        return read_dialogues(self._dataset(), part=part)
+
+    def _dataset(self) -> Path:
+        return self._file(f"{QUADRUPLETS}/manifest.json").parent

@@ -17,8 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.dataset import FORMAT, Dataset, DatasetWriter, open_dataset
-from ..utils.files import atomic_write_json
+from ..data.dataset import Dataset, DatasetWriter, compose, open_dataset
 
 __all__ = ["generate_dataset", "merge_parts", "owner"]
 
@@ -45,19 +44,13 @@ def merge_parts(folder: str | Path, info: Mapping[str, Any] | None = None) -> Da
     """Write ``folder/manifest.json`` listing the shards of every part in ``folder/parts``; rows
     keep their parts' order (part by part). Refuses parts whose rows share an id."""
     folder = Path(folder)
-    shards, seen, rows = [], set(), 0
+    seen = set()
     for part in _parts(folder):
-        dataset = open_dataset(part)
-        ids = set(dataset.column("id"))
+        ids = set(open_dataset(part).column("id"))
         if ids & seen:
             raise ValueError(f"{part} repeats ids of another part, e.g. {sorted(ids & seen)[:3]}")
         seen |= ids
-        for shard in dataset.manifest["shards"]:
-            shards.append({**shard, "file": f"parts/{part.name}/{shard['file']}"})
-            rows += shard["rows"]
-    manifest = {"format": dict(FORMAT), "rows": rows, "shards": shards, "info": dict(info or {})}
-    atomic_write_json(folder / "manifest.json", manifest)
-    return open_dataset(folder)
+    return compose(folder, _parts(folder), info=info)
 
 
 def generate_dataset(

@@ -22,13 +22,14 @@ def _world(params: Params, fidelity_probe: Path | None = None) -> DataSource:
 
 
 def training_source(params: Params, root: Path) -> DataSource:
-    """``data.train``: ``world``, or a folder (relative to the project) in the project's format."""
+    """``data.train``: ``world``, or a folder (relative to the project) in the project's format, whose
+    dialogues are read from ``teacher_data``'s scored copy of it."""
     name = params.data.train
     if name == "world":
         return _world(params)
     if name == "dreambench":
         raise ParamsError("data.train: dreambench holds evaluation data only; name `world` or a folder")
-    return FolderSource(Path(root) / name)
+    return FolderSource(Path(root) / name, scored=ProjectPaths(root).dataset("teacher"))
 
 
 def evaluation_source(params: Params, root: Path) -> DataSource:

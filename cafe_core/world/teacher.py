@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.quadruplets import FAILURES, QuadrupletSet, load_quadruplets, save_quadruplets
+from ..data.teachers import TeacherRequest, TeacherTarget
 from ..utils.digest import config_hash
 from .datasets import NEUTRAL
 from .world import DOMAINS, TURN_KINDS, Context, Subject, World
@@ -87,12 +88,51 @@ class Quadruplet:
 
 
 class Teacher:
-    """A stand-in for ProFusion: renders the target of an instruction, sometimes wrongly."""
+    """A stand-in for ProFusion: renders the target of an instruction, sometimes wrongly.
 
-    def __init__(self, config: TeacherConfig | None = None) -> None:
+    It is a :class:`cafe_core.data.teachers.Teacher` like the real ones (:meth:`make` takes
+    requests, ``name`` and ``version`` go into each row's provenance) once it knows its ``world``;
+    :meth:`quadruplet` is the world's own path, which also renders the photo ``x``.
+    """
+
+    name = "cafe-mini world teacher"
+
+    def __init__(self, config: TeacherConfig | None = None, *, world: World | None = None) -> None:
         self.config = config or TeacherConfig()
+        self.world = world
 
-    def make(self, world: World, subject: Subject, context: Context, rng: np.random.Generator) -> Quadruplet:
+    @property
+    def version(self) -> str:
+        """Its failure rates and seed, and the world it draws: a change of either makes other targets."""
+        world = f" world {config_hash(self.world.config)}" if self.world is not None else ""
+        return f"failures {config_hash(self.config)}{world} v{_CACHE_VERSION}"
+
+    def make(self, requests: Sequence[TeacherRequest]) -> list[TeacherTarget]:
+        """One target per request (:class:`cafe_core.data.teachers.Teacher`), each a pure function of
+        (teacher seed, request seed). The world draws the request's ``subject`` (its id) in its
+        ``context`` (a context name of the subject's domain), not the pixels of ``x``; ``truth``
+        says what the target really shows, for graders."""
+        if self.world is None:
+            raise ValueError("the world teacher needs its world to answer requests: Teacher(config, world=world)")
+        targets = []
+        for request in requests:
+            if request.subject is None or request.context is None:
+                raise ValueError(
+                    f"the world teacher draws a subject id in a named context; request {request.instruction!r} "
+                    f"has subject {request.subject!r} and context {request.context!r}"
+                )
+            subject = self.world.subject(int(request.subject))
+            context = self.world.context(subject.domain, request.context)
+            q = self.quadruplet(self.world, subject, context, np.random.default_rng([request.seed, 43]))
+            truth = {
+                "failure": q.failure,
+                "y_subject": q.y_subject.id,
+                "y_context": None if q.y_context is None else q.y_context.name,
+            }
+            targets.append(TeacherTarget(y=q.y, truth=truth))
+        return targets
+
+    def quadruplet(self, world: World, subject: Subject, context: Context, rng: np.random.Generator) -> Quadruplet:
         """One quadruplet; a pure function of (teacher seed, the state of ``rng``).
 
         ``rng`` supplies the render seeds and a key that, mixed with the teacher's own seed,
@@ -248,7 +288,7 @@ def make_quadruplets(
     return out
 
 
-TEACHER_NAME = "cafe-mini world teacher"
+TEACHER_NAME = Teacher.name
 
 
 def provenance(world: World, teacher: Teacher, quads: QuadrupletSet, *, seed: int) -> list[dict]:
@@ -256,7 +296,7 @@ def provenance(world: World, teacher: Teacher, quads: QuadrupletSet, *, seed: in
     the truth of what ``y`` shows (graders only), and a world-grammar dialogue asking for its
     context (row ``i``'s a pure function of ``(seed, i)``; an ambiguous wish where one leads to
     the context, else a plain request)."""
-    version = f"failures {config_hash(teacher.config)} world {config_hash(world.config)} v{_CACHE_VERSION}"
+    version = Teacher(teacher.config, world=world).version
     out = []
     for i in range(len(quads)):
         subject = world.subject(int(quads.subject_ids[i]))
@@ -293,7 +333,7 @@ def _draw(world: World, teacher: Teacher, split: str, domains: tuple[str, ...], 
     domain = domains[int(rng.integers(len(domains)))]
     subjects, contexts = world.subjects(domain, split), world.contexts(domain)
     subject = subjects[int(rng.integers(len(subjects)))]
-    return teacher.make(world, subject, contexts[int(rng.integers(len(contexts)))], rng)
+    return teacher.quadruplet(world, subject, contexts[int(rng.integers(len(contexts)))], rng)
 
 
 def _stack(quads: Sequence[Quadruplet]) -> QuadrupletSet:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data.dataset import FORMAT, open_dataset
+from ...data.dataset import compose, open_dataset
 from ...data.filter import pair_scores
 from ...models.encoders import ClipEncoder, DinoEncoder
 from ...models.guidance import blend_embeddings
@@ -248,17 +248,12 @@ def _write_union(paths: ProjectPaths, seed: int) -> None:
     """``union/seed-<s>/manifest.json``: the teacher's shards and ``selfdistill/seed-<s>``'s, by
     relative path; its info holds a digest of every shard's bytes, so a change in either changes it
     (and DVC retrains the G that reads it)."""
-    folder = paths.dataset(UNION_DATASET) / f"seed-{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    shards, rows, digests = [], 0, {}
-    for name in (TEACHER_DATASET, f"{SELF_DATASET}/seed-{seed}"):
-        part = paths.dataset(name)
-        manifest = json.loads((part / "manifest.json").read_text())
+    names = (TEACHER_DATASET, f"{SELF_DATASET}/seed-{seed}")
+    digests = {}
+    for name in names:
         digest = hashlib.sha256()
-        for shard in manifest["shards"]:
-            digest.update(file_digest(part / shard["file"]).encode())
-            shards.append({**shard, "file": str(Path("..", "..", *Path(name).parts, shard["file"]))})
-            rows += shard["rows"]
+        for shard in open_dataset(paths.dataset(name)).shards:
+            digest.update(file_digest(shard).encode())
         digests[name] = digest.hexdigest()[:16]
     info = {"made_by": "self_distill", "union_of": digests}
-    atomic_write_json(folder / "manifest.json", {"format": dict(FORMAT), "rows": rows, "shards": shards, "info": info})
+    compose(paths.dataset(UNION_DATASET) / f"seed-{seed}", [paths.dataset(name) for name in names], info=info)

@@ -16,7 +16,7 @@ from ...models.assistant import AssistantConfig, CafeAssistant
 from ...models.encoders import ClipEncoder, DinoEncoder
 from ...models.generator import CafeGenerator
 from ...pipeline import CafePipeline
-from ...utils.digest import config_hash
+from ...utils.digest import config_hash, photo_digest
 from ...utils.files import atomic_write_json
 from .. import tracking
 from ..artifacts import build_once, read_marker
@@ -113,6 +113,7 @@ class _Trainer:
         self.lm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         self.sampling = sampling(params, root)  # validation draws: the scales chosen on validation subjects
         self.lm_key, self.code = encoder_key(params, paths, params.profile.lm), code_digest(__name__)
+        self.data_key = config_hash(*(_dialogue_digest(d) for d in (self.train_set, self.val_set)))
 
     def train_seed(self, seed: int, lambdas: list[float]) -> dict:
         """Train, validate and publish training seed ``seed`` of the assistant over ``lambdas``."""
@@ -125,7 +126,16 @@ class _Trainer:
         for lam in lambdas:
             sampling = asdict(self.sampling)
             key = config_hash(
-                to_dict(a), sampling, seed, spec.distance, lam, self.clip_key, self.lm_key, generator_key, self.code
+                to_dict(a),
+                sampling,
+                seed,
+                spec.distance,
+                lam,
+                self.clip_key,
+                self.lm_key,
+                generator_key,
+                self.data_key,
+                self.code,
             )
             ckpt = paths.checkpoints("assistant") / f"{self.name}-seed-{seed}-lambda-{lam:g}-{key}"
             member = out / "grid" / f"lambda-{lam:g}"
@@ -236,3 +246,10 @@ def validate_assistant(pipe, source, dialogues, eval_clip, *, seed: int, batch_s
         row_titles=["photo x", "target y", "G(c_hat, d)"],
     )
     return result, figure
+
+
+def _dialogue_digest(dialogues) -> str:
+    """What a set of dialogues holds (photos, targets, chats, answers): a user's data that changes
+    retrains the assistant even where the stage's params do not."""
+    d = dialogues
+    return config_hash(photo_digest(d.x), photo_digest(d.y), d.messages, d.responses, d.kinds, d.valid)
