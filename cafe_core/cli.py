@@ -1,13 +1,17 @@
 """`cafe`: chat with the assistant about a photo, or draw from a reference image (the fast path).
 
-    cafe chat --image dog.jpg "Can you put this dog on the beach?"
-    cafe chat --image dog.jpg --session chat.json "Now make it snowy."
-    cafe generate --image dog.jpg --reference beach_scene.jpg
+    cafe photo --out photo.png       # a held-out subject (mini: a red ball with a gold checker pattern)
+    cafe chat --image photo.png "Can you generate an image for this ball on the beach?"
+    cafe chat --image photo.png --session chat.json "Show me this ball in the snow."
+    cafe photo --index 5 --target --out scene.png    # another subject in a scene (mini has true images)
+    cafe generate --image photo.png --reference scene.png
 
-Both read `params.yaml` of the project (the folder above, or `--root`), whose `profile` picks the
-checkpoints: `mini` uses the world models built by `dvc repro`, `sd2` the real ones from the
-Hugging Face cache or `CAFE_MODEL_ROOT`. Exit status: 0 on success, 2 for bad input (a path,
-an image, a parameter), 3 when a model is missing.
+Every command reads `params.yaml` of the project (the folder above, or `--root`), whose `profile`
+picks the checkpoints: `mini` uses the world models built by `dvc repro` and knows only its world's
+words and subjects (a ball, a star, a cup ... not a dog), `sd2` the real ones from the Hugging Face
+cache or `CAFE_MODEL_ROOT`. `cafe photo` takes a held-out evaluation subject's photo (mini renders
+one, sd2 takes DreamBench's) and prints a request to try. Exit status: 0 on success, 2 for bad
+input (a path, an image, a parameter, a message), 3 when a model is missing or unreadable.
 """
 
 from __future__ import annotations
@@ -61,13 +65,25 @@ def _parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="one chat turn: prints the response, writes the image")
     common(chat)
-    chat.add_argument("message", help='what you ask, e.g. "Can you put this dog on the beach?"')
+    chat.add_argument("message", help='what you ask, e.g. "Can you generate an image for this ball on the beach?"')
     chat.add_argument("--session", type=Path, default=None, help="JSON file keeping the chat across calls (multi-turn)")
     chat.add_argument("--assistant", default="mse", help="trained assistant (key of params.yaml `assistants`)")
 
     gen = sub.add_parser("generate", help="the fast path: c from a reference image, no language model")
     common(gen)
     gen.add_argument("--reference", required=True, type=Path, help="image whose CLIP embedding says what to draw")
+
+    photo = sub.add_parser("photo", help="write a held-out subject's photo to chat about, and a request to try")
+    photo.add_argument("--domain", default="object", help="object or face (the evaluation data's domains)")
+    photo.add_argument("--index", type=int, default=0, help="which held-out subject (0, 1, ...)")
+    photo.add_argument("--out", type=Path, default=Path("photo.png"), help="where to write it (.png)")
+    photo.add_argument("--native-size", action="store_true", help="write it at the model's size, not enlarged")
+    photo.add_argument(
+        "--target",
+        action="store_true",
+        help="write the true image of the printed request instead (data with ground truth: mini), "
+        "e.g. a reference for `cafe generate`",
+    )
     return parser
 
 
@@ -82,23 +98,35 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except CliError as err:
+        if args.verbose and err.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(err.__cause__, file=sys.stderr)
         print(f"cafe: error: {err}", file=sys.stderr)
         return err.code
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .models.assistant import PromptTooLong
     from .utils.images import ImageLoadError, load_image
     from .workbench.config import ParamsError, load_params, project_root
 
-    if args.num_images < 1:
+    if args.command != "photo" and args.num_images < 1:
         raise CliError(f"--num-images must be >= 1, got {args.num_images}")
     if args.out is not None and args.out.suffix.lower() != ".png":
         raise CliError(f"--out must be a .png path, got {args.out}")
+    if args.command == "chat" and not args.message.strip():
+        raise CliError(
+            'the message is empty: say what to draw, e.g. "Can you generate an image for this ball on the beach?"'
+        )
+    _check_device(args.device)
     root = (args.root or project_root()).resolve()
     if not (root / "params.yaml").is_file():
         raise CliError(f"no params.yaml in {root}: run cafe inside the project, or pass --root")
     try:
         params = load_params(root / "params.yaml", profile=args.profile)
+        if args.command == "photo":
+            return _photo(params, root, args)
         photo = np.asarray(load_image(args.image))
         reference = np.asarray(load_image(args.reference)) if args.command == "generate" else None
     except (ParamsError, ImageLoadError) as err:
@@ -106,9 +134,12 @@ def _run(args: argparse.Namespace) -> int:
     session = _read_session(args.session, photo) if args.command == "chat" else None
     pipe = _load(params, root, args)
     if args.command == "chat":
-        result = pipe.chat(
-            photo, args.message, session["history"] if session else None, seed=args.seed, num_images=args.num_images
-        )
+        _warn_unknown_words(pipe, params, root, args.message)
+        history = session["history"] if session else None
+        try:
+            result = pipe.chat(photo, args.message, history, seed=args.seed, num_images=args.num_images)
+        except PromptTooLong as err:
+            raise CliError(str(err).replace("chat 0 is", "the chat is", 1)) from err
         images, timings = result.images, result.timings
         print(result.response)
         if args.session:
@@ -143,9 +174,113 @@ def _load(params, root: Path, args):
             device=args.device,
         )
     except (ModelNotFoundError, FileNotFoundError) as err:
-        raise CliError(f"a model is missing: {err}{hint}", EXIT_MODEL) from None
+        raise CliError(f"a model is missing: {err}{hint}", EXIT_MODEL) from err
     except KeyError as err:
-        raise CliError(str(err.args[0]) if err.args else str(err)) from None
+        raise CliError(str(err.args[0]) if err.args else str(err)) from err
+    except Exception as err:  # a weights file cut short or corrupt: each library raises its own kind
+        broken = _unreadable_file(root / "models")
+        if broken is None:
+            raise
+        relative = broken.relative_to(root)
+        raise CliError(
+            f"a model file cannot be read ({type(err).__name__}): {broken} is cut short or corrupt. "
+            f"`bin/with-env dvc checkout {Path(*relative.parts[:3])}` restores it from DVC's cache; or delete "
+            f"that folder and run `bin/with-env dvc repro {_stage_of(relative)}`",
+            EXIT_MODEL,
+        ) from err
+
+
+def _check_device(device: str | None) -> None:
+    """Refuse a device this machine lacks before any model loads."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise CliError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CliError(
+                f"--device {device}: this machine has no CUDA device (torch {torch.__version__}); use --device cpu"
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise CliError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _unreadable_file(models: Path) -> Path | None:
+    """The first weights file under ``models`` whose safetensors header cannot be read, if any."""
+    from safetensors import safe_open
+
+    for path in sorted(models.rglob("*.safetensors")):
+        try:
+            with safe_open(str(path), "np") as f:
+                f.keys()
+        except Exception:  # noqa: BLE001 - any failure to open is what this looks for
+            return path
+    return None
+
+
+def _stage_of(path: Path) -> str:
+    """The DVC stage that builds a file under ``models/`` (a path relative to the project)."""
+    parts = path.parts
+    if parts[:2] == ("models", "generator") and len(parts) > 2:
+        return f"train_generator@{parts[2]}"
+    if parts[:2] == ("models", "assistant") and len(parts) > 2:
+        return f"train_assistant@{parts[2]}"
+    if parts[:2] == ("models", "world") and len(parts) > 2:
+        if parts[2] == "fidelity_probe":
+            return "fidelity_probe"
+        return "pretrain_world_small" if parts[2].endswith("_small") else "pretrain_world"
+    return "<the stage that writes it (dvc.yaml)>"
+
+
+def _warn_unknown_words(pipe, params, root: Path, message: str) -> None:
+    """Say which words of the message the assistant has no token for (a warning: it still answers)."""
+    from .workbench.sources import training_source
+
+    unknown = pipe.assistant.unknown_words(message)
+    if not unknown:
+        return
+    words = training_source(params, root).subject_words()
+    known = f"; its subjects are: {', '.join(words)}" if words else ""
+    print(
+        f"cafe: warning: the assistant does not know {', '.join(repr(w) for w in unknown)}: "
+        f"they reach it as its unknown token{known}",
+        file=sys.stderr,
+    )
+
+
+def _photo(params, root: Path, args: argparse.Namespace) -> int:
+    """Write the photo of held-out subject ``--index`` of ``--domain`` (the evaluation's own subjects,
+    as the tables score them), and print the first of its evaluation requests to try."""
+    from .data.sources import DataUnavailable
+    from .workbench.sources import evaluation_source
+
+    if args.index < 0:
+        raise CliError(f"--index must be >= 0, got {args.index}")
+    e = params.evaluation
+    n = e.face_subjects if args.domain == "face" else e.object_subjects
+    try:
+        source = evaluation_source(params, root)
+        cases = source.eval_cases(args.domain, n, e.prompts, params.seed, 1)
+    except (DataUnavailable, ValueError, KeyError) as err:
+        raise CliError(str(err.args[0]) if err.args else str(err)) from err
+    if args.index >= len(cases):
+        raise CliError(f"--index {args.index}: the evaluation data has {len(cases)} {args.domain} subject(s)")
+    case, what = cases[args.index], "held-out subject"
+    image = np.asarray(case.input_image.convert("RGB") if hasattr(case.input_image, "convert") else case.input_image)
+    if args.target:
+        try:
+            image = source.target_images(case, [0] * len(case.prompts))[0]
+        except DataUnavailable as err:
+            raise CliError(str(err)) from err
+        what = f"the true image of {case.prompts[0].prompt!r}: held-out subject"
+    for path in _write_images(image[None], args.out, enlarge=not args.native_size):
+        print(f"wrote {path}: {what} {case.subject!r}", file=sys.stderr)
+    print(f'cafe chat --image {args.out} "{case.prompts[0].cafe_prompt}"')
+    return 0
 
 
 def _read_session(path: Path | None, photo: np.ndarray) -> dict | None:

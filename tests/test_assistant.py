@@ -239,6 +239,28 @@ def test_generate_stops_at_eos(world_tokenizer_factory):
         handle.remove()
 
 
+def test_a_chat_past_the_context_is_refused_with_the_lengths_that_matter(world_tokenizer_factory):
+    """Past its context an LM answers with degenerate text instead of failing: refuse it first."""
+    from cafe_core.models.assistant import PromptTooLong
+
+    m = make_assistant(world_tokenizer_factory)
+    limit = m.context_length
+    assert limit == m.lm.config.max_position_embeddings
+    prompts, patches, _, _ = batch(m)
+    long = m.encode_prompt([{"role": "user", "content": " ".join(["a red hat"] * limit)}])
+    with pytest.raises(
+        PromptTooLong, match=rf"chat 1 is \d+ positions long \({PATCHES} of them the photo's\).*holds {limit}"
+    ):
+        m.generate([prompts[0], long], patches, max_new_tokens=5)
+    m.generate([prompts[0], prompts[1]], patches, max_new_tokens=5)  # chats that fit are answered
+
+
+def test_unknown_words_are_those_the_tokenizer_has_no_token_for(world_tokenizer_factory):
+    m = make_assistant(world_tokenizer_factory)
+    assert m.unknown_words("Can you put this dog on the beach, dog?") == ["dog"]
+    assert m.unknown_words("Generate an image for this ball on the beach.") == []
+
+
 def test_save_load_round_trip(world_tokenizer_factory, tmp_path):
     m = make_assistant(world_tokenizer_factory, seed=0)
     folder = m.save_pretrained(tmp_path / "m")

@@ -150,3 +150,48 @@ def test_cafe_is_installed_as_a_command():
     assert done.returncode == 0 and "chat" in done.stdout and "generate" in done.stdout
     done = subprocess.run([str(cafe), "chat"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--image" in done.stderr
+
+
+def test_photo_then_the_request_it_prints_is_a_chat_the_world_understands(cli_root, tmp_path, capsys):
+    root, _ = cli_root
+    photo = tmp_path / "star.png"
+    assert cli.main(["--root", str(root), "photo", "--out", str(photo)]) == 0
+    captured = capsys.readouterr()
+    assert "held-out subject" in captured.err
+    request = captured.out.strip().split('"')[1]
+    code = cli.main(["--root", str(root), "chat", "--image", str(photo), "--out", str(tmp_path / "o.png"), request])
+    captured = capsys.readouterr()
+    assert code == 0 and "warning" not in captured.err  # every word of it is the world's
+
+
+def test_words_the_world_does_not_know_are_named_with_its_subjects(cli_root, tmp_path, capsys):
+    root, photos = cli_root
+    args = ["--root", str(root), "chat", "--image", str(photos / "ball.png"), "--out", str(tmp_path / "o.png")]
+    assert cli.main(args + ["Can you put this dog on the beach?"]) == 0  # a warning, not a refusal
+    err = capsys.readouterr().err
+    assert "does not know 'dog'" in err and "'beach'" not in err.split("warning:")[1].split(";")[0]
+    assert "its subjects are:" in err and "ball" in err and "star" in err
+
+
+def test_a_message_longer_than_the_assistants_context_is_refused_by_name(cli_root, tmp_path, capsys):
+    root, photos = cli_root
+    args = ["--root", str(root), "chat", "--image", str(photos / "ball.png"), "--out", str(tmp_path / "o.png")]
+    assert cli.main(args + [" ".join(["Draw this ball on the beach."] * 700)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "context holds" in err and "max_position_embeddings" in err
+    assert cli.main(args + ["   "]) == 2  # refused before any model loads
+    assert "the message is empty" in capsys.readouterr().err
+
+
+def test_a_truncated_checkpoint_names_the_file_and_how_to_restore_it(cli_root, tmp_path, capsys):
+    root, photos = cli_root
+    copy = tmp_path / "project"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("data", "runs", "mlflow*", "checkpoints"))
+    unet = next((copy / "models/generator/main/seed-0").rglob("diffusion_pytorch_model.safetensors"))
+    unet.write_bytes(unet.read_bytes()[: unet.stat().st_size // 2])
+    code = cli.main(
+        ["--root", str(copy), "generate", "--image", str(photos / "ball.png"), "--reference", str(photos / "ref.png")]
+    )
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1, err
+    assert str(unet) in err and "dvc checkout models/generator/main" in err and "dvc repro train_generator@main" in err

@@ -92,6 +92,7 @@ def test_fidelity_figures_count_only_judged_attributes():
         fidelity_figures([])
 
 
+@pytest.mark.slow  # pretrains the tiny world and its probe
 def test_probe_stage_saves_a_probe_that_describes_itself(tiny_world):
     params, root = tiny_world
     probe = FidelityProbe.from_pretrained(probe_folder(params, root))
@@ -111,6 +112,7 @@ def test_probe_stage_saves_a_probe_that_describes_itself(tiny_world):
         FidelityProbe.from_pretrained(root / "nowhere")
 
 
+@pytest.mark.slow  # trains G and the assistant, evaluates the full system
 def test_fidelity_report_sets_the_system_beside_true_renders(assistant_project):
     from cafe_core.workbench.results import read_subject_scores
     from cafe_core.workbench.stages.evaluate import evaluate_variant

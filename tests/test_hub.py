@@ -70,11 +70,29 @@ def test_hub_cache_follows_hf_home_set_after_import(tmp_path: Path, monkeypatch:
     assert hf_hub_cache_dir() == tmp_path / "hf-home" / "hub"
 
 
-def test_local_path_wins_over_root_and_cache(clean_env: Path, tmp_path: Path) -> None:
+def test_model_root_wins_over_the_working_directory_and_an_explicit_path_over_both(
+    clean_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     local = make_model_folder(tmp_path / REPO_ID)  # relative to the working directory
-    make_model_folder(tmp_path / "root" / REPO_ID)
+    in_root = make_model_folder(tmp_path / "root" / REPO_ID)
     write_hub_cache(clean_env, REPO_ID, local)
-    assert resolve_model(REPO_ID, model_root=tmp_path / "root") == local.resolve()
+    assert resolve_model(REPO_ID, model_root=tmp_path / "root") == in_root.resolve()
+    assert resolve_model(f"./{REPO_ID}", model_root=tmp_path / "root") == local.resolve()
+    assert resolve_model(REPO_ID, model_root=tmp_path / "empty") == local.resolve()  # a path-like name, found here
+
+
+def test_a_folder_named_like_a_model_where_the_user_stands_is_not_the_model(
+    clean_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    make_model_folder(tmp_path / "clip")  # e.g. a user's own folder of CLIP experiments
+    with pytest.raises(ModelNotFoundError):
+        resolve_model("clip", model_root=tmp_path / "models")
+    built = make_model_folder(tmp_path / "models" / "clip")
+    assert resolve_model("clip", model_root=tmp_path / "models") == built.resolve()
+    with pytest.raises(ModelNotFoundError, match="no such folder"):
+        resolve_model("./missing", model_root=tmp_path / "models")
 
 
 def test_missing_model_names_it_and_every_place_looked(clean_env: Path, tmp_path: Path, no_network: None) -> None:
@@ -100,9 +118,10 @@ def test_missing_model_without_root_says_none_was_given(clean_env: Path, no_netw
         resolve_model("facebook/dinov2-giant")
 
 
-def test_path_like_name_skips_the_hub_cache_with_a_reason(clean_env: Path, no_network: None) -> None:
-    with pytest.raises(ModelNotFoundError, match="not a valid Hub repo id"):
-        resolve_model("./no/such/model/folder")
+def test_an_explicit_path_is_looked_for_there_only(clean_env: Path, no_network: None) -> None:
+    with pytest.raises(ModelNotFoundError, match="Check the path") as caught:
+        resolve_model("./no/such/model/folder", model_root="models")
+    assert "no/such/model/folder (no such folder)" in str(caught.value) and "model root" not in str(caught.value)
 
 
 def test_cached_snapshot_without_the_subfolder_is_not_a_match(clean_env: Path, tmp_path: Path) -> None:

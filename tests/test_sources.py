@@ -42,6 +42,8 @@ def test_a_folder_round_trips_the_worlds_training_data(params, tmp_path):
     np.testing.assert_array_equal(again.y_subject_ids, quads.y_subject_ids)
     np.testing.assert_array_equal(again.y_seeds, quads.y_seeds)
     np.testing.assert_array_equal(again.y_context_ids == -1, quads.y_context_ids == -1)  # neutral stays neutral
+    assert source.subject_words() == sorted(set(quads.classes))  # what the CLI names beside an unknown word
+    assert "ball" in world.subject_words() and "dog" not in world.subject_words()
     assert source.response_fulfils(int(fit.subject_ids[0]), fit.responses[0], fit.valid[0]) is None  # cannot judge
     assert world.response_fulfils(int(fit.subject_ids[0]), fit.responses[0], fit.valid[0]) is True
 

@@ -43,6 +43,7 @@ def _four_writers(uri, root):
         pool.map(_open_and_log, [(uri, str(root), i) for i in range(4)])
 
 
+@pytest.mark.slow  # four processes, each importing MLflow
 def test_four_writers_on_a_fresh_store_lose_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     _four_writers(uri, tmp_path)
@@ -53,6 +54,7 @@ def test_four_writers_on_a_fresh_store_lose_nothing(tmp_path):
     assert len(pipelines) == 1 and {r.data.tags["mlflow.parentRunId"] for r in runs} == {pipelines[0].info.run_id}
 
 
+@pytest.mark.slow  # four processes, each importing MLflow
 def test_four_writers_creating_an_experiment_on_an_existing_store_lose_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path / 'existing.db'}"
     mlflow.set_tracking_uri(uri)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .cases import EvalCase
+from .dataset import open_dataset
 from .dialogues import DialogueSet
 from .quadruplets import QuadrupletSet, read_dialogues, read_quadruplets
 
@@ -66,6 +67,11 @@ class DataSource:
 
     def response_fulfils(self, subject_id: int, response: str, valid: Sequence[str]) -> bool | None:
         """Does ``response`` commit to a context among ``valid``? None: this source cannot judge."""
+        return None
+
+    def subject_words(self) -> list[str] | None:
+        """The class words the training subjects are named by (what the assistant learned to talk
+        about), sorted; None where the source does not know them."""
         return None
 
     # --- evaluation ----------------------------------------------------------------------------
@@ -134,6 +140,10 @@ class FolderSource(DataSource):
             return read_dialogues(self.scored, part=part)
         logger.warning("%s: no filtered dataset at %s yet; the dialogues of every row are used", self.name, self.scored)
         return read_dialogues(self._dataset(), part=part)
+
+    def subject_words(self) -> list[str] | None:
+        words = {w for w in open_dataset(self._dataset()).column("subject_class") if w}
+        return sorted(words) or None
 
     def _dataset(self) -> Path:
         return self._file(f"{QUADRUPLETS}/manifest.json").parent

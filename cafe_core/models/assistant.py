@@ -35,7 +35,12 @@ from torch import nn
 
 from ..utils.files import atomic_save_safetensors, atomic_write_json
 
-__all__ = ["DISTANCES", "AssistantConfig", "CafeAssistant", "embedding_distance", "read_config"]
+__all__ = ["DISTANCES", "AssistantConfig", "CafeAssistant", "PromptTooLong", "embedding_distance", "read_config"]
+
+
+class PromptTooLong(ValueError):
+    """A chat longer than the assistant's context can hold with its answer."""
+
 
 DISTANCES = ("mse", "neg_cosine")
 WEIGHTS_FILE = "assistant.safetensors"
@@ -221,6 +226,20 @@ class CafeAssistant(nn.Module):
         """Token ids of :meth:`build_prompt` (the template writes its own BOS)."""
         return self.tokenizer(self.build_prompt(messages), add_special_tokens=False)["input_ids"]
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions the LM attends over (its ``max_position_embeddings``); None where it has no limit."""
+        return getattr(getattr(self.lm, "config", None), "max_position_embeddings", None)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` the tokenizer has no token for (they reach the LM as its unknown
+        token), in order, once each. A byte-fallback tokenizer (Llama's) knows every word."""
+        unk = self.tokenizer.unk_token_id
+        if unk is None:
+            return []
+        words = dict.fromkeys(w.strip(".,;:!?\"'()") for w in text.split())
+        return [w for w in words if w and unk in self.tokenizer(w, add_special_tokens=False)["input_ids"]]
+
     def encode_response(self, text: str, *, eos: bool = True) -> list[int]:
         """Token ids of a response, ending with EOS by default (so the model learns to stop)."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -244,6 +263,18 @@ class CafeAssistant(nn.Module):
         visual = self.visual_proj(patches.to(self.device, self.visual_proj.weight.dtype))
         text = self._embed_ids(ids)
         return torch.cat([text[:k], visual.to(text.dtype), text[k + 1 :]], dim=0)
+
+    def _check_fits(self, lengths: list[int], image_tokens: int, max_new_tokens: int) -> None:
+        """Refuse a prompt that leaves no room for the answer and [GEN]: past its context an LM
+        answers with degenerate text instead of failing."""
+        limit = self.context_length
+        for i, length in enumerate(lengths):
+            if limit is not None and length + max_new_tokens + 1 > limit:
+                raise PromptTooLong(
+                    f"chat {i} is {length} positions long ({image_tokens} of them the photo's), and the answer "
+                    f"needs up to {max_new_tokens + 1} more; the assistant's context holds {limit} "
+                    "(its LM's max_position_embeddings): shorten the message or start a new chat"
+                )
 
     def _check_patches(self, patch_features: torch.Tensor, batch: int) -> None:
         if patch_features.dim() != 3 or patch_features.shape[0] != batch:
@@ -393,6 +424,7 @@ class CafeAssistant(nn.Module):
         prompts = _as_batch(prompt_ids, "prompt_ids")
         self._check_patches(patch_features, len(prompts))
         rows = [self._prompt_embeds(ids, patch_features[i], i) for i, ids in enumerate(prompts)]
+        self._check_fits([r.shape[0] for r in rows], patch_features.shape[1], max_new_tokens)
         batch, width = len(rows), max(r.shape[0] for r in rows)
         device = rows[0].device
         # Left padding, so that every sample's next token lands in the same column.

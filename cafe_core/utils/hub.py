@@ -6,10 +6,12 @@ lists every place looked, and says how to supply it.
 
 Resolution order for ``resolve_model(name)``:
 
-1. ``name`` itself, when it is an existing local folder;
+1. an explicit path (absolute, or starting with ``.`` or ``~``): there, and nowhere else;
 2. ``<model_root>/<name>`` for the ``model_root`` argument, else for every root
    in the ``CAFE_MODEL_ROOT`` environment variable (``os.pathsep``-separated);
-3. the Hugging Face hub cache (``HF_HUB_CACHE`` / ``HF_HOME``, read at call
+3. ``name`` relative to the working directory, when it has a path separator (a bare
+   ``clip`` is a model's name, never whatever folder of that name the user stands beside);
+4. the Hugging Face hub cache (``HF_HUB_CACHE`` / ``HF_HOME``, read at call
    time), through ``huggingface_hub.snapshot_download(..., local_files_only=True)``.
 """
 
@@ -98,6 +100,12 @@ def resolve_model(
 ) -> pathlib.Path:
     """Return the local folder of a model (and ``subfolder`` in it), never downloading.
 
+    Where it looks: an explicit path (absolute, or starting with ``.`` or ``~``) is used as it is
+    and nowhere else; any other name is looked up in the model roots, then as a folder relative to
+    the working directory (only a name with a path separator: a bare ``clip`` never is one, so a
+    folder of that name wherever the user stands is not taken for the model), then in the Hugging
+    Face cache.
+
     Args:
         name_or_path: a local folder, or a Hub repo id such as ``"facebook/dinov2-giant"``.
         model_root: a folder holding models as ``<model_root>/<org>/<name>``; defaults to
@@ -110,12 +118,12 @@ def resolve_model(
     """
     name = os.fspath(name_or_path)
     looked: list[str] = []
-
     local = _with_subfolder(pathlib.Path(name).expanduser(), subfolder)
-    if local.is_dir():
-        logger.debug("Resolved %r to local folder %s", name, local)
-        return local.resolve()
-    looked.append(f"local path: {local.resolve()} (no such folder)")
+    if os.path.isabs(name) or name.startswith((".", "~")):  # an explicit path: nothing else is meant
+        if local.is_dir():
+            logger.debug("Resolved %r to local folder %s", name, local)
+            return local.resolve()
+        raise ModelNotFoundError(name, [f"local path: {local.resolve()} (no such folder)"], subfolder, is_repo_id=False)
 
     roots = _model_roots(model_root)
     if not roots:
@@ -126,6 +134,12 @@ def resolve_model(
             logger.debug("Resolved %r under model root %s", name, root)
             return candidate.resolve()
         looked.append(f"model root ({origin}): {candidate} (no such folder)")
+
+    if os.sep in name or "/" in name:
+        if local.is_dir():
+            logger.debug("Resolved %r to local folder %s", name, local)
+            return local.resolve()
+        looked.append(f"local path: {local.resolve()} (no such folder)")
 
     cache_dir = hf_hub_cache_dir()
     is_repo_id = True

@@ -17,8 +17,9 @@ def _world(params: Params, fidelity_probe: Path | None = None) -> DataSource:
     from ..world.teacher import Teacher, TeacherConfig
 
     t = params.teacher
-    teacher = Teacher(TeacherConfig(t.identity_drift_p, t.ignore_instruction_p, t.artefact_p, seed=params.seed))
-    return WorldSource(make_world(params), teacher, fidelity_probe=fidelity_probe)
+    world = make_world(params)
+    config = TeacherConfig(t.identity_drift_p, t.ignore_instruction_p, t.artefact_p, seed=params.seed)
+    return WorldSource(world, Teacher(config, world=world), fidelity_probe=fidelity_probe)
 
 
 def training_source(params: Params, root: Path) -> DataSource:

@@ -31,7 +31,7 @@ class WorldSource(DataSource):
     def __init__(self, world: World, teacher: Teacher | None = None, fidelity_probe: Path | None = None) -> None:
         """``fidelity_probe``: the trained probe's folder, which :meth:`judge_fidelity` loads on first use."""
         self.world = world
-        self.teacher = teacher or Teacher()
+        self.teacher = teacher or Teacher(world=world)
         self.fidelity_probe = fidelity_probe
         self._probe: FidelityProbe | None = None
 
@@ -47,6 +47,9 @@ class WorldSource(DataSource):
         fit, val = validation_subjects(self.world.subjects(split="train"))
         subjects = fit if part == "fit" else val
         return dialogue_set(self.world, subjects, n, seed=seed, multi_turn_p=multi_turn_p, cache_dir=cache_dir)
+
+    def subject_words(self) -> list[str]:
+        return sorted({subject.cls for subject in self.world.subjects()})
 
     def response_fulfils(self, subject_id: int, response: str, valid: Sequence[str]) -> bool:
         found = self.world.find_context(self.world.subject(int(subject_id)).domain, response)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -92,7 +91,10 @@ def review_stage(params: Params, root: Path) -> dict:
 
 def _write_reviewed(teacher, positions: list[int], decisions: dict[str, str], folder: Path, info: dict) -> None:
     """The rows at ``positions`` (with their images, scores and provenance), each with its decision."""
-    shutil.rmtree(folder, ignore_errors=True)  # a fresh dataset, not a resumed one
+    # A fresh dataset, not a resumed one; the folder also holds the simulated reviewers' log, which stays.
+    for stale in folder.glob("shard-*.parquet"):
+        stale.unlink()
+    (folder / "manifest.json").unlink(missing_ok=True)
     table = teacher.table().take(np.asarray(positions, dtype=np.int64))
     with DatasetWriter(folder, rows_per_shard=4096, info=info) as writer:
         for batch in table.to_batches(max_chunksize=1024):
