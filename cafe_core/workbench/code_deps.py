@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import re
 import sys
@@ -41,6 +42,13 @@ def module_file(module: str) -> Path:
 
 def direct_imports(source: str, module: str | None = None) -> set[str]:
     """The ``cafe_core`` modules that ``source`` imports anywhere (function-level imports included)."""
+    return set(_direct_imports(source, module))
+
+
+@functools.lru_cache(maxsize=1024)
+def _direct_imports(source: str, module: str | None) -> frozenset[str]:
+    """Parsing is what costs (a stage's closure is about 80 modules): each source text is parsed once
+    per process, keyed by the text itself, so an edited file is parsed again."""
     found = set()
     package = None
     if module is not None:
@@ -62,7 +70,7 @@ def direct_imports(source: str, module: str | None = None) -> set[str]:
                     name = name.rpartition(".")[0]
                 if name:
                     found.add(name)
-    return found
+    return frozenset(found)
 
 
 def import_closure(modules: set[str]) -> set[str]:
@@ -117,8 +125,10 @@ def code_digest(*modules: str) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1024)
 def code_text(source: str) -> str:
-    """What of ``source`` runs: its syntax tree, docstrings left out (comments and layout are not in a tree)."""
+    """What of ``source`` runs: its syntax tree, docstrings left out (comments and layout are not in a
+    tree). Cached per source text, as :func:`direct_imports` is."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
