@@ -181,11 +181,11 @@ def _load(params, root: Path, args):
         broken = _unreadable_file(root / "models")
         if broken is None:
             raise
-        relative = broken.relative_to(root)
+        stage, out = _writer_of(root, broken)
         raise CliError(
             f"a model file cannot be read ({type(err).__name__}): {broken} is cut short or corrupt. "
-            f"`bin/with-env dvc checkout {Path(*relative.parts[:3])}` restores it from DVC's cache; or delete "
-            f"that folder and run `bin/with-env dvc repro {_stage_of(relative)}`",
+            f"`bin/with-env dvc checkout {out}` restores it from DVC's cache; or delete that folder and run "
+            f"`bin/with-env dvc repro {stage}`",
             EXIT_MODEL,
         ) from err
 
@@ -222,18 +222,18 @@ def _unreadable_file(models: Path) -> Path | None:
     return None
 
 
-def _stage_of(path: Path) -> str:
-    """The DVC stage that builds a file under ``models/`` (a path relative to the project)."""
-    parts = path.parts
-    if parts[:2] == ("models", "generator") and len(parts) > 2:
-        return f"train_generator@{parts[2]}"
-    if parts[:2] == ("models", "assistant") and len(parts) > 2:
-        return f"train_assistant@{parts[2]}"
-    if parts[:2] == ("models", "world") and len(parts) > 2:
-        if parts[2] == "fidelity_probe":
-            return "fidelity_probe"
-        return "pretrain_world_small" if parts[2].endswith("_small") else "pretrain_world"
-    return "<the stage that writes it (dvc.yaml)>"
+def _writer_of(root: Path, path: Path) -> tuple[str, str]:
+    """(The DVC stage whose output holds ``path``, that output), as ``dvc.lock`` records them."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.is_file() else {}
+    relative = path.relative_to(root)
+    for stage, entry in stages.items():
+        for out in entry.get("outs", []):
+            if relative.is_relative_to(out["path"]):
+                return stage, out["path"]
+    return "<the stage that writes it (dvc.yaml)>", str(relative.parent)
 
 
 def _warn_unknown_words(pipe, params, root: Path, message: str) -> None:

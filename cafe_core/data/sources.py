@@ -136,9 +136,12 @@ class FolderSource(DataSource):
         """Every dialogue of ``part`` in the folder's dataset (``n`` and ``seed`` size and seed generated sets only)."""
         if part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}, got {part!r}")
-        if self.scored is not None and (self.scored / "manifest.json").is_file():
-            return read_dialogues(self.scored, part=part)
-        logger.warning("%s: no filtered dataset at %s yet; the dialogues of every row are used", self.name, self.scored)
+        if self.scored is not None:
+            if (self.scored / "manifest.json").is_file():
+                return read_dialogues(self.scored, part=part)
+            logger.warning(
+                "%s: no filtered dataset at %s yet; the dialogues of every row are used", self.name, self.scored
+            )
         return read_dialogues(self._dataset(), part=part)
 
     def subject_words(self) -> list[str] | None:
