@@ -5,6 +5,15 @@
     cafe chat --image photo.png --session chat.json "Show me this ball in the snow."
     cafe photo --index 5 --target --out scene.png    # another subject in a scene (mini has true images)
     cafe generate --image photo.png --reference scene.png
+    cafe chat --image photo.png --reference scene.png --blend 0.5 "Show me this ball on the beach."
+    cafe chat --image photo.png --clip-scale 5 --dino-scale 1.5 --steps 25 "Draw this ball in the snow."
+
+Sampling knobs (both commands): --clip-scale (s_c: how strongly to draw what is asked), --dino-scale
+(s_d: how faithfully to keep the photo's subject), --steps, --scheduler, --guidance; defaults are the
+scales chosen on validation (results/guidance/grid.json) and params.yaml's sampler. --image may be
+repeated for several photos of one subject. --reference images blend into what the assistant
+predicts by eq. 4, c = (1 - sum w) c_hat + sum w E_c(reference), one --blend weight each (or one
+weight shared; default 0.5 in all); for `generate` (no assistant) the weights are relative.
 
 Every command reads `params.yaml` of the project (the folder above, or `--root`), whose `profile`
 picks the checkpoints: `mini` uses the world models built by `dvc repro` and knows only its world's
@@ -46,7 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--image", required=True, type=Path, help="photo of the subject")
+        p.add_argument(
+            "--image",
+            required=True,
+            type=Path,
+            action="append",
+            help="photo of the subject (repeat for several photos of one subject)",
+        )
         p.add_argument("--out", type=Path, default=None, help="where to write the image (default: cafe_<command>.png)")
         p.add_argument("--num-images", type=int, default=1, help="images to draw (written as OUT-0.png, OUT-1.png ...)")
         p.add_argument("--seed", type=int, default=0)
@@ -62,16 +77,37 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="write images at the model's size (tiny in mini), not enlarged to >= 256 px",
         )
+        p.add_argument("--clip-scale", type=float, default=None, help="s_c: how strongly to draw what is asked")
+        p.add_argument("--dino-scale", type=float, default=None, help="s_d: how faithfully to keep the photo's subject")
+        p.add_argument("--steps", type=int, default=None, help="denoising steps (default: params.yaml generator)")
+        p.add_argument("--scheduler", default=None, help="ddim, dpmsolver++ or ddpm (default: params.yaml generator)")
+        p.add_argument("--guidance", default=None, help="both (default), clip_only or dino_only")
+        p.add_argument(
+            "--blend",
+            type=float,
+            action="append",
+            default=None,
+            help="weight of each --reference in c (one per reference, or one shared)",
+        )
 
     chat = sub.add_parser("chat", help="one chat turn: prints the response, writes the image")
     common(chat)
     chat.add_argument("message", help='what you ask, e.g. "Can you generate an image for this ball on the beach?"')
     chat.add_argument("--session", type=Path, default=None, help="JSON file keeping the chat across calls (multi-turn)")
     chat.add_argument("--assistant", default="mse", help="trained assistant (key of params.yaml `assistants`)")
+    chat.add_argument(
+        "--reference", type=Path, action="append", default=None, help="image blended into c_hat (eq. 4; repeatable)"
+    )
 
-    gen = sub.add_parser("generate", help="the fast path: c from a reference image, no language model")
+    gen = sub.add_parser("generate", help="the fast path: c from reference images, no language model")
     common(gen)
-    gen.add_argument("--reference", required=True, type=Path, help="image whose CLIP embedding says what to draw")
+    gen.add_argument(
+        "--reference",
+        required=True,
+        type=Path,
+        action="append",
+        help="image whose CLIP embedding says what to draw (repeat to mix several)",
+    )
 
     photo = sub.add_parser("photo", help="write a held-out subject's photo to chat about, and a request to try")
     photo.add_argument("--domain", default="object", help="object or face (the evaluation data's domains)")
@@ -111,8 +147,10 @@ def _run(args: argparse.Namespace) -> int:
     from .utils.images import ImageLoadError, load_image
     from .workbench.config import ParamsError, load_params, project_root
 
-    if args.command != "photo" and args.num_images < 1:
-        raise CliError(f"--num-images must be >= 1, got {args.num_images}")
+    if args.command != "photo":
+        for flag, value in (("--num-images", args.num_images), ("--steps", args.steps)):
+            if value is not None and value < 1:
+                raise CliError(f"{flag} must be >= 1, got {value}")
     if args.out is not None and args.out.suffix.lower() != ".png":
         raise CliError(f"--out must be a .png path, got {args.out}")
     if args.command == "chat" and not args.message.strip():
@@ -127,29 +165,98 @@ def _run(args: argparse.Namespace) -> int:
         params = load_params(root / "params.yaml", profile=args.profile)
         if args.command == "photo":
             return _photo(params, root, args)
-        photo = np.asarray(load_image(args.image))
-        reference = np.asarray(load_image(args.reference)) if args.command == "generate" else None
+        photos = [np.asarray(load_image(path)) for path in args.image]
+        references = [np.asarray(load_image(path)) for path in args.reference or []]
     except (ParamsError, ImageLoadError) as err:
         raise CliError(str(err)) from None
+    blend = _blend(args.blend, len(references))
+    _check_knobs(args, blend)
+    photo = photos[0]
     session = _read_session(args.session, photo) if args.command == "chat" else None
     pipe = _load(params, root, args)
+    pipe.set_progress_bar_config(disable=True)
+    message = None
     if args.command == "chat":
         _warn_unknown_words(pipe, params, root, args.message)
-        history = session["history"] if session else None
-        try:
-            result = pipe.chat(photo, args.message, history, seed=args.seed, num_images=args.num_images)
-        except PromptTooLong as err:
-            raise CliError(str(err).replace("chat 0 is", "the chat is", 1)) from err
-        images, timings = result.images, result.timings
+        message = args.message
+    try:
+        result = pipe(
+            photos if len(photos) > 1 else photo,
+            message,
+            history=session["history"] if session else None,
+            reference_images=references or None,
+            reference_weights=blend,
+            clip_scale=args.clip_scale,
+            dino_scale=args.dino_scale,
+            guidance=args.guidance,
+            num_inference_steps=args.steps,
+            scheduler=args.scheduler,
+            seed=args.seed,
+            num_images_per_prompt=args.num_images,
+        )
+    except PromptTooLong as err:
+        raise CliError(str(err).replace("chat 0 is", "the chat is", 1)) from err
+    except ValueError as err:
+        raise CliError(_as_flags(str(err))) from err
+    images = np.stack([np.asarray(image) for image in result.images])
+    if args.command == "chat":
         print(result.response)
         if args.session:
             _write_session(args.session, photo, result.history)
-    else:
-        images, timings = pipe.generate(photo, reference, seed=args.seed, num_images=args.num_images)
     for path in _write_images(images, args.out or Path(f"cafe_{args.command}.png"), enlarge=not args.native_size):
         print(f"wrote {path}", file=sys.stderr)
-    print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()), file=sys.stderr)
+    print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()), file=sys.stderr)
     return 0
+
+
+_FLAGS = {
+    "reference_weights": "--blend",
+    "clip_scale": "--clip-scale",
+    "dino_scale": "--dino-scale",
+    "num_inference_steps": "--steps",
+    "num_images_per_prompt": "--num-images",
+    "guidance": "--guidance",
+    "scheduler": "--scheduler",
+}
+
+
+def _as_flags(message: str) -> str:
+    """The call's argument names as the CLI's flags, so an error names what the user typed."""
+    for name, flag in _FLAGS.items():
+        message = message.replace(name, flag)
+    return message
+
+
+def _check_knobs(args: argparse.Namespace, blend: list[float] | None) -> None:
+    """Refuse a bad sampling flag or --blend by name before any model loads."""
+    from .models.guidance import check_reference_weights
+    from .pipeline import check_sampling
+
+    try:
+        check_sampling(
+            clip_scale=args.clip_scale,
+            dino_scale=args.dino_scale,
+            num_inference_steps=args.steps,
+            scheduler=args.scheduler,
+            guidance=args.guidance,
+        )
+        if blend is not None:
+            check_reference_weights(blend, len(blend), with_c_hat=args.command == "chat")
+    except ValueError as err:
+        raise CliError(_as_flags(str(err))) from None
+
+
+def _blend(weights: list[float] | None, references: int) -> list[float] | None:
+    """One --blend per reference, or one shared equally; None: the call's default."""
+    if weights is None:
+        return None
+    if not references:
+        raise CliError("--blend weighs --reference images: give at least one --reference")
+    if len(weights) == 1 and references > 1:
+        return [weights[0] / references] * references
+    if len(weights) != references:
+        raise CliError(f"--blend: {len(weights)} weights for {references} --reference images (give one, or one each)")
+    return weights
 
 
 def _load(params, root: Path, args):

@@ -19,10 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .models.guidance import blend_embeddings, guidance_mode
+from .models.guidance import blend_embeddings, guidance_mode, mix_embeddings
 from .utils.digest import photo_digest
 
-__all__ = ["CafePipeline", "ChatResult", "Sampling"]
+__all__ = ["OUTPUT_TYPES", "CafePipeline", "CafePipelineOutput", "ChatResult", "Sampling", "check_sampling"]
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+DEFAULT_REFERENCE_WEIGHT = 0.5
+"""Total weight of reference images beside the assistant's c_hat when none is given (eq. 4's lambda:
+the self-distillation stage's ``selfdistill.lam``)."""
 
 Photo = Any  # a path, a PIL image, or uint8 (H, W, 3)
 
@@ -53,6 +58,23 @@ class ChatResult:
     embedding: torch.Tensor  # c_hat, (clip_dim,): the predicted CLIP embedding G drew from
     history: list[dict]  # the chat including this turn: pass it back for the next one
     timings: dict[str, float] = field(default_factory=dict)  # seconds: encoders, llm, diffusion, total
+
+
+@dataclass
+class CafePipelineOutput:
+    """What :meth:`CafePipeline.__call__` returns (diffusers' ``images`` first, then CAFE's own)."""
+
+    images: Any  # list of PIL images, float (N, H, W, 3) in [0, 1], or a float (N, 3, H, W) tensor (output_type)
+    response: str | None  # the assistant's answer (None when no prompt was given)
+    embedding: torch.Tensor  # c, (clip_dim,): the CLIP embedding G drew from
+    history: list[dict] | None  # the chat including this turn (None without a prompt)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: encoders, llm, diffusion, total
+
+    def __iter__(self):  # `images, response, ... = pipe(...)` and `pipe(...)[0]` as diffusers' outputs allow
+        return iter((self.images, self.response, self.embedding, self.history, self.timings))
+
+    def __getitem__(self, index: int):
+        return tuple(self)[index]
 
 
 class _Clock:
@@ -106,6 +128,7 @@ class CafePipeline:
         self.max_new_tokens = max_new_tokens
         self._photo_key: str | None = None
         self._photo_features: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._progress_bar_config: dict = {}
 
     @classmethod
     def from_params(
@@ -263,6 +286,222 @@ class CafePipeline:
         history = chat + [{"role": "assistant", "content": texts[0]}]
         return ChatResult(texts[0], images, c_hat[0], history, seconds)
 
+    # --- the diffusers-style call ------------------------------------------------------------------
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """tqdm options of the denoising bar (``disable=True`` hides it), as diffusers pipelines take them."""
+        self._progress_bar_config = dict(kwargs)
+
+    def progress_bar(self, iterable):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, **{"desc": "denoising", "leave": False, **self._progress_bar_config})
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        image: Photo | list[Photo] | None = None,
+        prompt: str | None = None,
+        *,
+        history: list[dict] | None = None,
+        reference_images: Photo | list[Photo] | None = None,
+        reference_weights: float | list[float] | None = None,
+        c_hat: torch.Tensor | None = None,
+        reference_embeds: torch.Tensor | None = None,
+        dino_embeds: torch.Tensor | None = None,
+        clip_scale: float | None = None,
+        dino_scale: float | None = None,
+        guidance: str | None = None,
+        num_inference_steps: int | None = None,
+        scheduler: str | None = None,
+        generator: torch.Generator | None = None,
+        seed: int | None = None,
+        num_images_per_prompt: int = 1,
+        output_type: str = "pil",
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: tuple[str, ...] = ("latents",),
+        return_dict: bool = True,
+    ) -> CafePipelineOutput | tuple:
+        """Draw the subject of ``image``: what the assistant makes of ``prompt``, blended with references.
+
+        Args:
+            image: the subject's photo (path, PIL image or uint8 (H, W, 3)), or several photos of
+                one subject: G reads all their DINO tokens, concatenated, each photo a share of one
+                photo's attention; the assistant sees the first.
+            prompt: the user's message; the assistant answers it and predicts ``c_hat``.
+            history: the previous turns (a previous output's ``history``) for a multi-turn chat.
+            reference_images: zero or more images whose CLIP embeddings blend into ``c`` (eq. 4):
+                ``c = (1 - sum w_i) c_hat + sum w_i E_c(ref_i)``.
+            reference_weights: one weight per reference, each in [0, 1], summing to at most 1 beside
+                ``c_hat``; default: 0.5 shared equally. Without ``c_hat`` (no prompt) they are relative.
+            c_hat: (clip_dim,) a precomputed prediction, in place of the assistant (no prompt needed).
+            reference_embeds: (R, clip_dim) precomputed ``E_c`` of the references (diffusers'
+                ``ip_adapter_image_embeds`` slot), in place of ``reference_images``.
+            dino_embeds: (N, dino_dim) or (K, N, dino_dim) precomputed DINO tokens of the photo(s).
+            clip_scale: s_c, how strongly G draws what ``c`` describes (default: the chosen one).
+            dino_scale: s_d, how faithfully G keeps the photo's subject (default: the chosen one).
+            guidance: ``both`` (default), ``clip_only`` or ``dino_only``.
+            num_inference_steps, scheduler: the sampler (defaults: the pipeline's ``sampling``).
+            generator: a torch.Generator for the starting noise; or ``seed``: image j uses ``seed + j``
+                (default 0: the same call draws the same images).
+            num_images_per_prompt: images to draw.
+            output_type: ``pil`` (list of PIL images), ``np`` (float (N, H, W, 3) in [0, 1]) or ``pt``
+                (float (N, 3, H, W) in [0, 1]).
+            callback_on_step_end: ``f(pipe, step_index, timestep, callback_kwargs) -> dict`` after each
+                denoising step (diffusers' convention); ``callback_kwargs`` holds the tensors named
+                in ``callback_on_step_end_tensor_inputs`` (``latents``), and a returned ``latents``
+                replaces them.
+            return_dict: False returns ``(images, response, embedding, history, timings)``.
+
+        Returns:
+            :class:`CafePipelineOutput`.
+        """
+        s = self.sampling
+        clip_scale = s.clip_scale if clip_scale is None else clip_scale
+        dino_scale = s.dino_scale if dino_scale is None else dino_scale
+        steps = s.steps if num_inference_steps is None else num_inference_steps
+        self._check_call(
+            prompt,
+            c_hat,
+            clip_scale,
+            dino_scale,
+            steps,
+            num_images_per_prompt,
+            output_type,
+            generator,
+            seed,
+            callback_on_step_end_tensor_inputs,
+        )
+        mode = guidance or s.guidance
+        check_sampling(scheduler=scheduler, guidance=mode)
+        photos = [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
+        references = self._references(reference_images, reference_embeds)
+        weights = self._weights(reference_weights, len(references), base=prompt is not None or c_hat is not None)
+        clock, start = _Clock(self.device), time.perf_counter()
+        response, new_history = None, None
+        with clock.part("encoders"):
+            d = self._dino_tokens(photos, dino_embeds)
+            if isinstance(references, list) and references:
+                references = self.clip.image_embeds(np.stack([_as_array(r) for r in references]))
+        if prompt is not None:
+            if not photos:
+                raise ValueError("image is required with a prompt: the assistant reads the photo")
+            chat = [dict(m) for m in (history or [])] + [{"role": "user", "content": prompt.strip()}]
+            with clock.part("llm"):
+                patches = self.photo_features(photos[0])[0][None]
+                texts, predicted = self.assistant.generate(
+                    [self.assistant.encode_prompt(chat)], patches, max_new_tokens=self.max_new_tokens
+                )
+            response, c_hat = texts[0], predicted[0]
+            new_history = chat + [{"role": "assistant", "content": response}]
+        c = self._condition(c_hat, references, weights, mode, d)
+        callback = None
+        if callback_on_step_end is not None:
+
+            def callback(i: int, t: torch.Tensor, tensors: dict) -> dict | None:
+                return callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+
+        first = 0 if seed is None else seed
+        noise = generator if generator is not None else [first + j for j in range(num_images_per_prompt)]
+        with clock.part("diffusion"):
+            images = self.generator.generate(
+                c[None].expand(num_images_per_prompt, -1),
+                d[None].expand(num_images_per_prompt, *d.shape),
+                guidance=mode,
+                clip_scale=clip_scale,
+                dino_scale=dino_scale,
+                num_inference_steps=steps,
+                scheduler=scheduler or s.scheduler,
+                seed=noise,
+                callback_on_step_end=callback,
+                progress_bar=self.progress_bar,
+            )
+        clock.seconds["total"] = time.perf_counter() - start
+        out = CafePipelineOutput(_convert(images, output_type), response, c.float().cpu(), new_history, clock.seconds)
+        return out if return_dict else tuple(out)
+
+    def _check_call(
+        self, prompt, c_hat, clip_scale, dino_scale, steps, num_images, output_type, generator, seed, tensor_inputs
+    ) -> None:
+        """Every argument checked by name before any model runs."""
+        check_sampling(clip_scale=clip_scale, dino_scale=dino_scale, num_inference_steps=steps)
+        if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
+            raise ValueError(f"num_images_per_prompt must be an integer >= 1, got {num_images!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if generator is not None and seed is not None:
+            raise ValueError("pass generator or seed, not both")
+        if prompt is not None and not (isinstance(prompt, str) and prompt.strip()):
+            raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+        if prompt is not None and c_hat is not None:
+            raise ValueError("pass prompt (the assistant predicts c_hat) or c_hat, not both")
+        if prompt is not None and self.assistant is None:
+            raise ValueError("this pipeline has no assistant (loaded for the fast path): pass c_hat or references")
+        unknown = set(tensor_inputs) - {"latents"}
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: only 'latents' is available, got {sorted(unknown)}")
+
+    def _references(self, images, embeds) -> list | torch.Tensor:
+        """The references as photos to encode (a list) or precomputed embeddings (R, clip_dim)."""
+        if images is not None and embeds is not None:
+            raise ValueError("pass reference_images or reference_embeds, not both")
+        if embeds is not None:
+            embeds = torch.as_tensor(embeds, dtype=torch.float32)
+            embeds = embeds[None] if embeds.ndim == 1 else embeds
+            if embeds.ndim != 2 or embeds.shape[-1] != self.generator.config.clip_dim:
+                raise ValueError(
+                    f"reference_embeds must be (R, {self.generator.config.clip_dim}), got {tuple(embeds.shape)}"
+                )
+            return embeds
+        if images is None:
+            return []
+        return list(images) if isinstance(images, (list, tuple)) else [images]
+
+    @staticmethod
+    def _weights(weights, count: int, *, base: bool) -> list[float]:
+        if weights is None:
+            if count == 0:
+                return []
+            share = DEFAULT_REFERENCE_WEIGHT if base else 1.0
+            return [share / count] * count
+        weights = [weights] if isinstance(weights, (int, float)) else list(weights)
+        if len(weights) != count:
+            raise ValueError(f"reference_weights: got {len(weights)} weights for {count} reference images")
+        return [float(w) for w in weights]
+
+    def _dino_tokens(self, photos: list, embeds) -> torch.Tensor:
+        """(N, dino_dim) for one photo, (K, N, dino_dim) for several: from the photos or precomputed."""
+        if embeds is not None:
+            if photos and len(photos) > 1:
+                raise ValueError("pass several photos or dino_embeds, not both")
+            d = torch.as_tensor(embeds).to(self.device)
+            cfg = self.generator.config
+            if d.ndim not in (2, 3) or d.shape[-2:] != (cfg.dino_tokens, cfg.dino_dim):
+                raise ValueError(
+                    f"dino_embeds must be ({cfg.dino_tokens}, {cfg.dino_dim}) or (K, {cfg.dino_tokens}, "
+                    f"{cfg.dino_dim}), got {tuple(d.shape)}"
+                )
+            return d
+        if not photos:
+            raise ValueError("image is required: the photo of the subject to draw (or pass dino_embeds)")
+        if len(photos) == 1:
+            return self.photo_features(photos[0])[1]
+        return self.dino.patch_tokens(np.stack([_as_array(p) for p in photos]))
+
+    def _condition(self, c_hat, references, weights, mode: str, d: torch.Tensor) -> torch.Tensor:
+        """c of eq. 4 with several references; zeros where the guidance reads no c (``dino_only``)."""
+        if c_hat is not None:
+            c_hat = torch.as_tensor(c_hat, dtype=torch.float32).reshape(-1)
+            if c_hat.shape[0] != self.generator.config.clip_dim:
+                raise ValueError(f"c_hat must be ({self.generator.config.clip_dim},), got {tuple(c_hat.shape)}")
+        if references is None or len(references) == 0:
+            if c_hat is not None:
+                return c_hat.to(d.device)
+            if mode == "dino_only":
+                return torch.zeros(self.generator.config.clip_dim, device=d.device)
+            raise ValueError("nothing says what to draw: give a prompt, c_hat, or reference_images")
+        return mix_embeddings(c_hat, references.float(), weights).to(d.device)
+
     @torch.inference_mode()
     def generate(
         self,
@@ -328,3 +567,37 @@ class CafePipeline:
                 scheduler=s.scheduler,
                 seed=seeds,
             )
+
+
+def check_sampling(
+    *,
+    clip_scale: float | None = None,
+    dino_scale: float | None = None,
+    num_inference_steps: int | None = None,
+    scheduler: str | None = None,
+    guidance: str | None = None,
+) -> None:
+    """A ValueError naming the first bad sampling argument (None: not given, not checked); the CLI
+    calls it before any model loads, the call before it draws."""
+    from .models.text_to_image import SCHEDULERS
+
+    for name, value in (("clip_scale", clip_scale), ("dino_scale", dino_scale)):
+        if value is not None and not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    steps = num_inference_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if guidance is not None:
+        guidance_mode(guidance)
+
+
+def _convert(images: np.ndarray, output_type: str):
+    """uint8 (N, H, W, 3) -> diffusers' output types."""
+    if output_type == "pil":
+        from PIL import Image
+
+        return [Image.fromarray(image) for image in images]
+    array = images.astype(np.float32) / 255.0
+    return array if output_type == "np" else torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()

@@ -448,3 +448,30 @@ def write_tiny_ip_adapter(folder, unet, *, image_embed_dim: int = 16, seed: int 
     )
     encoder.save_pretrained(folder / "models/image_encoder")
     return folder
+
+
+def tiny_pipeline(*, assistant: bool = True, seed: int = 0):
+    """A whole :class:`~cafe_core.pipeline.CafePipeline` of random tiny parts (diffusers'
+    ``get_dummy_components`` idea): CLIP (24-d embeddings, 16 patches), DINOv2 (16 tokens of 32),
+    G on :func:`tiny_unet` (8 x 8 pixels), and an assistant on :func:`tiny_llama` with the CAFE-mini
+    world's chat tokenizer (``assistant=False``: the fast path only). Photos may be any size."""
+    from diffusers import DDPMScheduler
+
+    from .models.assistant import AssistantConfig, CafeAssistant
+    from .models.attention import ConditioningConfig
+    from .models.generator import CafeGenerator
+    from .pipeline import CafePipeline, Sampling
+    from .world import World
+    from .world.datasets import build_tokenizer
+
+    clip, dino = tiny_clip_encoder(["a"], seed=seed), tiny_dino_encoder(seed=seed + 1)
+    cfg = ConditioningConfig(24, 32, 16, cross_attention_dim=24, clip_tokens=2)
+    torch.manual_seed(seed + 2)
+    generator = CafeGenerator(tiny_unet(seed + 3), DDPMScheduler(num_train_timesteps=100), cfg).eval()
+    lm = None
+    if assistant:
+        tokenizer = build_tokenizer(World(), for_clip=False)
+        llama = tiny_llama(len(tokenizer) + 2, seed + 4)
+        torch.manual_seed(seed + 5)
+        lm = CafeAssistant(llama, tokenizer, AssistantConfig(patch_dim=32, clip_dim=24)).eval()
+    return CafePipeline(lm, clip, dino, generator, Sampling(steps=4), max_new_tokens=8)

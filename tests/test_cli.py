@@ -113,9 +113,43 @@ def test_cli_generate_is_the_fast_path(cli_root, tmp_path):
     assert (tmp_path / "fast-0.png").is_file() and (tmp_path / "fast-1.png").is_file()
 
 
+def test_cli_knobs_reach_the_drawing(cli_root, tmp_path):
+    """--clip-scale, --dino-scale, --steps, --reference/--blend and a second --image each change the image."""
+    import numpy as np
+    from PIL import Image
+
+    root, photos = cli_root
+    base = ["--root", str(root), "--device", "cpu", "chat", "--image", str(photos / "ball.png"), "--native-size"]
+    message = ["Draw this ball on the beach."]
+
+    def draw(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / f"{name}.png"
+        assert cli.main(base + ["--out", str(out), *extra] + message) == 0
+        return np.asarray(Image.open(out))
+
+    plain = draw("plain")
+    np.testing.assert_array_equal(draw("again"), plain)
+    for name, extra in {
+        "clip": ("--clip-scale", "0"),
+        "dino": ("--dino-scale", "6"),
+        "steps": ("--steps", "2"),
+        "blend": ("--reference", str(photos / "ref.png"), "--blend", "0.8"),
+        "photos": ("--image", str(photos / "face.png")),
+    }.items():
+        assert not np.array_equal(draw(name, *extra), plain), name
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
+        (["chat", "--image", "{photos}/ball.png", "--blend", "0.5", "hi"], "--blend weighs --reference"),
+        (
+            ["chat", "--image", "{photos}/ball.png", "--reference", "{photos}/ref.png", "--blend", "1.5", "hi"],
+            "--blend must each lie in [0, 1]",
+        ),
+        (["chat", "--image", "{photos}/ball.png", "--clip-scale", "-1", "hi"], "--clip-scale must be a number >= 0"),
+        (["chat", "--image", "{photos}/ball.png", "--steps", "0", "hi"], "--steps must be >= 1"),
+        (["chat", "--image", "{photos}/ball.png", "--scheduler", "euler", "hi"], "--scheduler 'euler'"),
         (["chat", "--image", "{photos}/missing.png", "hi"], "missing.png"),
         (["chat", "--image", "{photos}/notes.png", "hi"], "notes.png"),
         (["chat", "--image", "{photos}/ball.png", "--out", "x.jpg", "hi"], ".png"),

@@ -14,6 +14,7 @@ concatenated sequence at a token count.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ __all__ = [
     "ImageConditioner",
     "cafe_processors",
     "install_cafe_attention",
+    "photos_per_subject",
     "set_cafe_attention_scale",
     "split_tokens",
     "uninstall_cafe_attention",
@@ -83,22 +85,28 @@ class ImageConditioner(nn.Module):
         keep_c: torch.Tensor | None = None,
         keep_d: torch.Tensor | None = None,
         batch_size: int | None = None,
+        photos: int = 1,
     ) -> Tokens:
         """Condition tokens of a batch.
 
         Args:
             c: (B, clip_dim) CLIP image embeddings, or None: the null tokens for every sample.
-            d: (B, N, dino_dim) DINO patch tokens, or None: the null tokens for every sample.
+            d: (B, N, dino_dim) DINO patch tokens, or (B, K, N, dino_dim) those of K photos of one
+                subject (concatenated into K * N tokens), or None: the null tokens for every sample.
             keep_c, keep_d: (B,) bool; False drops that sample's source (replaced by null tokens).
             batch_size: B when both sources are None.
+            photos: K when ``d`` is None: the null tokens are repeated K times, so a branch without
+                the photos has as many tokens as one with them (one UNet batch holds both).
 
         Returns:
-            ``(c_tokens (B, clip_tokens, width), d_tokens (B, N, width))``.
+            ``(c_tokens (B, clip_tokens, width), d_tokens (B, K * N, width))``.
         """
         cfg = self.config
+        if d is not None and d.ndim == 4:
+            photos, d = d.shape[1], d.flatten(1, 2)
         b = batch_size or (c.shape[0] if c is not None else d.shape[0])
         null_c = self.null_clip.expand(b, -1, -1)
-        null_d = self.null_dino.expand(b, -1, -1)
+        null_d = (self.null_dino if photos == 1 else self.null_dino.repeat(photos, 1)).expand(b, -1, -1)
         if c is None:
             c_tok = null_c
         else:
@@ -136,6 +144,11 @@ class CafeAttnProcessor(nn.Module):
     ``scale`` weighs the DINO source: in ``decoupled`` mode it multiplies the DINO attention; in
     ``joint`` mode it multiplies the DINO keys' share of the one softmax (a log-scale bias on
     their logits), so 0 ignores the photo's tokens and 1 is eq. 1 as trained.
+
+    ``photos`` is how many photos of one subject the DINO tokens hold, concatenated
+    (:func:`photos_per_subject`). In ``joint`` mode each photo's keys get a ``-log(photos)`` bias, so
+    the photos share the mass one photo had against the CLIP tokens, and K copies of one photo
+    attend exactly as that photo alone; ``decoupled`` mode needs nothing (its DINO softmax is its own).
     """
 
     def __init__(self, attn, mode: str = "joint", scale: float = 1.0):
@@ -144,6 +157,7 @@ class CafeAttnProcessor(nn.Module):
             raise ValueError(f"mode must be one of {ATTENTION_MODES}, got {mode!r}")
         self.mode = mode
         self.scale = scale
+        self.photos = 1
         self.to_k_dino = self._copy(attn.to_k)
         self.to_v_dino = self._copy(attn.to_v)
 
@@ -209,9 +223,10 @@ class CafeAttnProcessor(nn.Module):
         if attn.norm_k is not None:
             k_c, k_d = attn.norm_k(k_c), attn.norm_k(k_d)
         if self.mode == "joint":
-            if self.scale != 1.0:
+            weight = self.scale / self.photos
+            if weight != 1.0:
                 bias = torch.zeros(1, 1, 1, n_c + d_tok.shape[1], dtype=q.dtype, device=q.device)
-                bias[..., n_c:] = math.log(self.scale) if self.scale > 0 else float("-inf")
+                bias[..., n_c:] = math.log(weight) if weight > 0 else float("-inf")
                 mask = bias if mask is None else mask + bias
             out = F.scaled_dot_product_attention(q, torch.cat([k_c, k_d], 2), torch.cat([v_c, v_d], 2), attn_mask=mask)
         else:
@@ -264,6 +279,22 @@ def uninstall_cafe_attention(unet) -> dict:
     previous = unet.attn_processors
     unet.set_attn_processor(AttnProcessor2_0())
     return previous
+
+
+@contextlib.contextmanager
+def photos_per_subject(unet, photos: int):
+    """Within the block, every CAFE processor reads its DINO tokens as ``photos`` photos' tokens
+    concatenated (see :class:`CafeAttnProcessor`); restored to one photo after."""
+    if photos < 1:
+        raise ValueError(f"photos must be >= 1, got {photos}")
+    processors = list(cafe_processors(unet).values())
+    for proc in processors:
+        proc.photos = photos
+    try:
+        yield
+    finally:
+        for proc in processors:
+            proc.photos = 1
 
 
 def set_cafe_attention_scale(unet, scale: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .attention import (
     ImageConditioner,
     Tokens,
     install_cafe_attention,
+    photos_per_subject,
     split_tokens,
     uninstall_cafe_attention,
 )
@@ -219,9 +221,9 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
 
     def _branch_tokens(self, c: torch.Tensor, d: torch.Tensor, branches: tuple[str, ...]) -> Tokens:
         """Condition tokens of every guidance branch, stacked into one batch in branch order."""
-        b = c.shape[0]
+        b, photos = c.shape[0], d.shape[1] if d.ndim == 4 else 1
         parts = [
-            self.conditioner(c if c_on else None, d if d_on else None, batch_size=b)
+            self.conditioner(c if c_on else None, d if d_on else None, batch_size=b, photos=photos)
             for c_on, d_on in map(BRANCHES.get, branches)
         ]
         return split_tokens(torch.cat([torch.cat(p, dim=1) for p in parts]), self.config.clip_tokens)
@@ -238,26 +240,41 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         num_inference_steps: int = 25,
         seed: int | list[int] | torch.Generator = 0,
         scheduler: str = "ddim",
+        callback_on_step_end: Callable[[int, torch.Tensor, dict], dict | None] | None = None,
+        progress_bar: Callable[[Iterable], Iterable] | None = None,
     ) -> np.ndarray:
         """Sample one image per (c, d) row; all guidance branches share one UNet batch.
 
         Args:
             c: (B, clip_dim) CLIP image embeddings (what to draw).
-            d: (B, N, dino_dim) DINO patch tokens of the subject photo (whom to draw).
-            clip_scale, dino_scale: s_c and s_d of the guidance modes (:mod:`.guidance`).
+            d: (B, N, dino_dim) DINO patch tokens of the subject photo (whom to draw), or
+                (B, K, N, dino_dim) those of K photos of one subject: their tokens are concatenated and
+                share one photo's attention mass (:class:`~cafe_core.models.attention.CafeAttnProcessor`).
+            clip_scale, dino_scale: s_c and s_d of the guidance modes (:mod:`.guidance`), >= 0.
             guidance: a key of :data:`~cafe_core.models.guidance.GUIDANCE_MODES`.
+            num_inference_steps: >= 1 denoising steps of ``scheduler`` (``ddim``, ``dpmsolver++`` ...).
             seed: the starting noise (:func:`~cafe_core.models.text_to_image.initial_noise`).
+            callback_on_step_end: called after each step as ``f(step_index, timestep, {"latents": x})``;
+                a returned dict's ``"latents"`` replaces x (diffusers' convention, without the pipeline).
+            progress_bar: wraps the timesteps (a pipeline's tqdm); None: no bar.
 
         Returns:
             uint8 (B, H, W, 3) images.
         """
         mode = guidance_mode(guidance)
+        for name, value in (("clip_scale", clip_scale), ("dino_scale", dino_scale)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if isinstance(num_inference_steps, bool) or not (int(num_inference_steps) == num_inference_steps >= 1):
+            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
         c = c.to(self.device, self.dtype)
         d = d.to(self.device, self.dtype)
         if c.shape[0] != d.shape[0]:
             raise ValueError(f"c and d must have the same batch size, got {c.shape[0]} and {d.shape[0]}")
+        if d.ndim not in (3, 4):
+            raise ValueError(f"d must be (B, N, dino_dim) or (B, photos, N, dino_dim), got {tuple(d.shape)}")
         sched = make_scheduler(scheduler, self.scheduler.config)
-        sched.set_timesteps(num_inference_steps, device=self.device)
+        sched.set_timesteps(int(num_inference_steps), device=self.device)
         names = mode.branches
         tokens = self._branch_tokens(c, d, names)
         scales = {"clip_scale": clip_scale, "dino_scale": dino_scale}
@@ -265,8 +282,12 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         cfg = self.unet.config
         x = initial_noise((c.shape[0], cfg.in_channels, cfg.sample_size, cfg.sample_size), seed)
         x = (x * sched.init_noise_sigma).to(self.device, self.dtype)
-        for t in sched.timesteps:
-            inp = sched.scale_model_input(torch.cat([x] * k), t)
-            eps = dict(zip(names, self.unet(inp, t, encoder_hidden_states=tokens).sample.chunk(k)))
-            x = sched.step(mode.combine(eps, scales), t, x).prev_sample
+        steps = progress_bar(sched.timesteps) if progress_bar is not None else sched.timesteps
+        with photos_per_subject(self.unet, d.shape[1] if d.ndim == 4 else 1):
+            for i, t in enumerate(steps):
+                inp = sched.scale_model_input(torch.cat([x] * k), t)
+                eps = dict(zip(names, self.unet(inp, t, encoder_hidden_states=tokens).sample.chunk(k)))
+                x = sched.step(mode.combine(eps, scales), t, x).prev_sample
+                if callback_on_step_end is not None:
+                    x = (callback_on_step_end(i, t, {"latents": x}) or {}).get("latents", x)
         return decode_images(x, self.vae)

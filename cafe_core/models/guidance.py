@@ -13,11 +13,21 @@ Guidance is data: each mode of :data:`GUIDANCE_MODES` names the branches the UNe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BRANCHES", "GUIDANCE", "GUIDANCE_MODES", "GuidanceMode", "blend_embeddings", "guidance_mode"]
+__all__ = [
+    "BRANCHES",
+    "GUIDANCE",
+    "GUIDANCE_MODES",
+    "GuidanceMode",
+    "blend_embeddings",
+    "check_reference_weights",
+    "guidance_mode",
+    "mix_embeddings",
+]
 
 BRANCHES: dict[str, tuple[bool, bool]] = {
     "00": (False, False),
@@ -87,3 +97,56 @@ def blend_embeddings(c_hat: torch.Tensor, c_ref: torch.Tensor, lam: float) -> to
     mix = (1 - lam) * c_hat + lam * c_ref
     norm = (1 - lam) * c_hat.norm(dim=-1, keepdim=True) + lam * c_ref.norm(dim=-1, keepdim=True)
     return mix / mix.norm(dim=-1, keepdim=True).clamp_min(1e-8) * norm
+
+
+def check_reference_weights(weights: Sequence[float], count: int, *, with_c_hat: bool) -> list[float]:
+    """The weights as floats, or a ValueError naming ``reference_weights``: one per reference, each in
+    [0, 1]; beside ``c_hat`` summing to at most 1, without it not all 0."""
+    w = [float(x) for x in weights]
+    if len(w) != count:
+        raise ValueError(f"reference_weights: got {len(w)} weights for {count} reference images")
+    if any(not 0.0 <= x <= 1.0 for x in w):
+        raise ValueError(f"reference_weights must each lie in [0, 1], got {w}")
+    total = sum(w)
+    if with_c_hat and total > 1.0 + 1e-6:
+        raise ValueError(
+            f"reference_weights sum to {total:g}: with c_hat they may sum to at most 1 (its share is 1 - sum)"
+        )
+    if not with_c_hat and count and total <= 0:
+        raise ValueError(f"reference_weights must not all be 0 without a c_hat to draw from, got {w}")
+    return w
+
+
+def mix_embeddings(base: torch.Tensor | None, references: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """Eq. 4 with several references: ``c = (1 - sum w_i) base + sum w_i c_i``, norms mixed alike.
+
+    Args:
+        base: (D,) the assistant's ``c_hat``, or None: the references alone, their weights then
+            relative (scaled to sum to 1), e.g. content from one reference and style from another.
+        references: (R, D) the references' CLIP embeddings ``E_c(ref_i)``.
+        weights: R weights, each in [0, 1]; with a ``base`` they sum to at most 1 (the rest is the base's).
+
+    Returns:
+        (D,) the mixed embedding, rescaled as :func:`blend_embeddings` does (the mix of the norms).
+    """
+    w = [float(x) for x in weights]
+    if len(w) != len(references):
+        raise ValueError(f"reference_weights: got {len(w)} weights for {len(references)} reference images")
+    if any(not 0.0 <= x <= 1.0 for x in w):
+        raise ValueError(f"reference_weights must each lie in [0, 1], got {w}")
+    total = sum(w)
+    if base is None:
+        if total <= 0:
+            raise ValueError(f"reference_weights must not all be 0 without a c_hat to draw from, got {w}")
+        w, total = [x / total for x in w], 1.0
+    elif total > 1.0 + 1e-6:
+        raise ValueError(
+            f"reference_weights sum to {total:g}: with c_hat they may sum to at most 1 (its share is 1 - sum)"
+        )
+    vectors = references if base is None else torch.cat([base.reshape(1, -1).to(references), references])
+    coeffs = torch.tensor(
+        w if base is None else [max(0.0, 1.0 - total), *w], dtype=vectors.dtype, device=vectors.device
+    )
+    mix = coeffs @ vectors
+    norm = coeffs @ vectors.norm(dim=-1)
+    return mix / mix.norm().clamp_min(1e-8) * norm
