@@ -420,6 +420,38 @@ class CafePipeline:
         out = CafePipelineOutput(_convert(images, output_type), response, c.float().cpu(), new_history, clock.seconds)
         return out if return_dict else tuple(out)
 
+    def scale_grid(
+        self,
+        image: Photo | list[Photo],
+        prompt: str | None = None,
+        *,
+        clip_scales: tuple[float, ...] = (0.0, 1.5, 3.0, 5.0, 7.0),
+        dino_scales: tuple[float, ...] = (0.0, 1.5, 3.0, 5.0),
+        seed: int = 0,
+        **kwargs,
+    ) -> np.ndarray:
+        """The two knobs side by side on the user's photo: uint8 (len(clip_scales), len(dino_scales), H, W, 3).
+
+        Cell (i, j) is drawn at ``clip_scale=clip_scales[i]``, ``dino_scale=dino_scales[j]`` from one
+        starting noise (``seed``), so only the knobs differ. s_c (rows) says how strongly to draw what
+        was asked; s_d (columns) how faithfully to keep the photo's subject. The assistant answers
+        ``prompt`` once; ``kwargs`` go to the call (references, steps, scheduler ...).
+        """
+        if not clip_scales or not dino_scales:
+            raise ValueError("clip_scales and dino_scales must each name at least one scale")
+        check_sampling(clip_scale=min(clip_scales), dino_scale=min(dino_scales))
+        if prompt is not None:
+            photo = image[0] if isinstance(image, (list, tuple)) else image
+            kwargs["c_hat"] = self.predict([photo], [[{"role": "user", "content": prompt}]])[1][0]
+        rows = []
+        for s_c in clip_scales:
+            cells = [
+                self(image, clip_scale=s_c, dino_scale=s_d, seed=seed, output_type="np", **kwargs).images[0]
+                for s_d in dino_scales
+            ]
+            rows.append(np.stack(cells))
+        return np.round(np.stack(rows) * 255).astype(np.uint8)
+
     def _check_call(
         self, prompt, c_hat, clip_scale, dino_scale, steps, num_images, output_type, generator, seed, tensor_inputs
     ) -> None:

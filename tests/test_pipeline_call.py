@@ -172,3 +172,16 @@ def test_missing_inputs_say_what_is_needed(pipe):
     fast = tiny_pipeline(assistant=False)
     with pytest.raises(ValueError, match="no assistant"):
         fast(PHOTO, "Draw it.")
+
+
+def test_scale_grid_varies_one_knob_per_axis_from_one_noise(pipe):
+    grid = pipe.scale_grid(PHOTO, reference_images=REF, clip_scales=(0.0, 4.0), dino_scales=(1.0, 2.0, 6.0))
+    assert grid.shape == (2, 3, 8, 8, 3) and grid.dtype == np.uint8
+    cell = pipe(PHOTO, reference_images=REF, clip_scale=4.0, dino_scale=2.0, output_type="np").images[0]
+    np.testing.assert_array_equal(grid[1, 1], np.round(cell * 255).astype(np.uint8))
+    assert len({grid[i, j].tobytes() for i in range(2) for j in range(3)}) == 6
+    chat = pipe.scale_grid(PHOTO, "Draw this ball on the beach.", clip_scales=(3.0,), dino_scales=(3.0,))
+    turn = pipe(PHOTO, "Draw this ball on the beach.", output_type="np").images[0]
+    np.testing.assert_allclose(chat[0, 0], np.round(turn * 255), atol=1)
+    with pytest.raises(ValueError, match="clip_scale"):
+        pipe.scale_grid(PHOTO, reference_images=REF, clip_scales=(-1.0,))
