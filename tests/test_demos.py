@@ -173,3 +173,18 @@ def test_chat_widget_sends_on_enter_and_send_and_starts_a_new_chat(pipe):
     assert widget.session.turns == [] and "no messages yet" in widget.transcript.value
     widget.photo_upload.value = _upload("mine.png", _png(REF2))
     np.testing.assert_array_equal(widget.session.photo, REF2)
+
+
+def test_examples_are_the_held_out_subjects_with_requests_and_true_images(project_root):
+    from cafe_core.workbench.config import load_params
+    from cafe_core.workbench.demos import examples, pickers
+
+    params = load_params(project_root / "params.yaml")
+    items = examples(params, project_root, domain="object", n=3)
+    assert len(items) == 3 and items[0].request == "Can you generate an image for this ball on the beach?"
+    assert all(i.photo.dtype == np.uint8 and i.target is not None for i in items)
+    photos, references = pickers(items)
+    assert list(photos) == [i.label for i in items] and len(references) == 3
+    assert next(iter(references)).endswith(items[0].request)
+    faces = examples(params, project_root, domain="face", n=2)
+    assert len(faces) == 2 and " this " in faces[0].request

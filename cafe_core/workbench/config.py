@@ -532,7 +532,7 @@ def _merge(base: dict, override: Any, where: str, source: str) -> dict:
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The folder holding `params.yaml` and `dvc.yaml`, found upwards from `start` (default: cwd).
+    """The folder holding `params.yaml` and `pyproject.toml`, found upwards from `start` (default: cwd).
 
     Env `CAFE_PROJECT_ROOT` wins, so notebooks run by papermill from another folder agree.
     """

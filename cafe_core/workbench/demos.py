@@ -31,8 +31,10 @@ __all__ = [
     "Knobs",
     "blending_widget",
     "chat_widget",
+    "Example",
     "decode_upload",
-    "example_photos",
+    "examples",
+    "pickers",
     "tile_png",
 ]
 
@@ -74,34 +76,48 @@ def decode_upload(upload: Any) -> np.ndarray:
         raise ValueError(f"{name} is not an image this machine can read ({err})") from None
 
 
-def example_photos(params, root, *, domain: str = "object", n: int = 6, targets: bool = False) -> dict[str, np.ndarray]:
-    """Held-out subjects' photos to pick from (the evaluation's own, as ``cafe photo`` writes them), by
-    label; ``targets``: the true image of each one's first request instead (sources with ground
-    truth, ``mini``), references for the fast path. Empty when the source has none."""
+@dataclass(frozen=True)
+class Example:
+    """A held-out subject to try the demos on (the evaluation's own, as ``cafe photo`` writes them)."""
+
+    label: str
+    photo: np.ndarray  # uint8 (H, W, 3): the subject's photo
+    request: str  # its first evaluation request, phrased as a user asks CAFE
+    target: np.ndarray | None  # the true image of that request (sources with ground truth: mini), or None
+
+
+def examples(params, root, *, domain: str = "object", n: int = 6) -> list[Example]:
+    """Up to ``n`` held-out subjects of ``domain`` with a photo, a request and (where the source has
+    ground truth) the request's true image: the demos' pickers and references. Empty when the
+    evaluation source has none (its data not built yet)."""
     from ..data.sources import DataUnavailable
     from .sources import evaluation_source
 
     e = params.evaluation
-    count = min(n, e.face_subjects if domain == "face" else e.object_subjects)
+    count = e.face_subjects if domain == "face" else e.object_subjects
     try:
         source = evaluation_source(params, root)
-        cases = source.eval_cases(domain, count, e.prompts, params.seed, 1)
-    except (DataUnavailable, ValueError, KeyError):
-        return {}
-    out = {}
-    for k, case in enumerate(cases):
-        if targets:
-            try:
-                image = source.target_images(case, [0] * len(case.prompts))[0]
-            except DataUnavailable:
-                return {}
-            label = f"{case.subject}: {case.prompts[0].prompt}"
-        else:
-            photo = case.input_image
-            image = np.asarray(photo.convert("RGB") if hasattr(photo, "convert") else photo)
-            label = f"{case.subject} ({domain} {k})"
-        out[label] = np.asarray(image, dtype=np.uint8)
+        cases = source.eval_cases(domain, count, e.prompts, params.seed, 1)[:n]  # `cafe photo --index`'s order
+    except (DataUnavailable, ValueError, KeyError, FileNotFoundError):
+        return []
+    out = []
+    for case in cases:
+        photo = case.input_image
+        photo = np.asarray(photo.convert("RGB") if hasattr(photo, "convert") else photo, dtype=np.uint8)
+        try:
+            target = np.asarray(source.target_images(case, [0] * len(case.prompts))[0], dtype=np.uint8)
+        except DataUnavailable:
+            target = None
+        out.append(Example(case.subject, photo, case.prompts[0].cafe_prompt, target))
     return out
+
+
+def pickers(items: list[Example]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(photos by label, references by label) for the widgets' dropdowns: the subjects' photos, and
+    the true images of their requests (or, without ground truth, the other subjects' photos)."""
+    photos = {item.label: item.photo for item in items}
+    references = {f"{item.label}: {item.request}": item.target for item in items if item.target is not None}
+    return photos, references or dict(photos)
 
 
 def _timings(seconds: dict[str, float]) -> str:

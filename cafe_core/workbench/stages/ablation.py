@@ -60,9 +60,7 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
         )
         if datasets:  # the rows' G trained on different data (table 3): what each had, and its cost
             table += (atomic_write_json(folder / "datasets.json", datasets),)
-            tracking.log_table(datasets, "datasets.json")
-        tracking.log_table([r.to_dict() for r in rows], "table.json")
-        tracking.log_table(verdicts, "verdicts.json")
+        tracking.log_table([r.to_dict() for r in rows], "table.json")  # verdicts.json, datasets.json: below
         tracking.set_tags(links)
         for path in table:
             tracking.log_artifact(path)
