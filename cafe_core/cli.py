@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
         help="image whose CLIP embedding says what to draw (repeat to mix several)",
     )
 
+    grid = sub.add_parser("grid", help="the two knobs on your photo: an s_c x s_d grid of drawings from one noise")
+    common(grid)
+    grid.add_argument("message", nargs="?", default=None, help="what you ask (default: --reference images alone)")
+    grid.add_argument("--assistant", default="mse", help="trained assistant (key of params.yaml `assistants`)")
+    grid.add_argument("--reference", type=Path, action="append", default=None, help="image blended into c (eq. 4)")
+    grid.add_argument("--clip-scales", type=_scales, default=(0.0, 1.5, 3.0, 5.0, 7.0), help="rows, e.g. 0,1.5,3,5,7")
+    grid.add_argument("--dino-scales", type=_scales, default=(0.0, 1.5, 3.0, 5.0), help="columns, e.g. 0,1.5,3,5")
+
     photo = sub.add_parser("photo", help="write a held-out subject's photo to chat about, and a request to try")
     photo.add_argument("--domain", default="object", help="object or face (the evaluation data's domains)")
     photo.add_argument("--index", type=int, default=0, help="which held-out subject (0, 1, ...)")
@@ -121,6 +130,17 @@ def _parser() -> argparse.ArgumentParser:
         "e.g. a reference for `cafe generate`",
     )
     return parser
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    """``0,1.5,3`` -> (0.0, 1.5, 3.0), each >= 0."""
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more scales, each >= 0")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,10 +173,12 @@ def _run(args: argparse.Namespace) -> int:
                 raise CliError(f"{flag} must be >= 1, got {value}")
     if args.out is not None and args.out.suffix.lower() != ".png":
         raise CliError(f"--out must be a .png path, got {args.out}")
-    if args.command == "chat" and not args.message.strip():
+    if args.command in ("chat", "grid") and args.message is not None and not args.message.strip():
         raise CliError(
             'the message is empty: say what to draw, e.g. "Can you generate an image for this ball on the beach?"'
         )
+    if args.command == "grid" and args.message is None and not args.reference:
+        raise CliError("say what to draw: a message, or --reference images")
     _check_device(args.device)
     root = (args.root or project_root()).resolve()
     if not (root / "params.yaml").is_file():
@@ -175,10 +197,11 @@ def _run(args: argparse.Namespace) -> int:
     session = _read_session(args.session, photo) if args.command == "chat" else None
     pipe = _load(params, root, args)
     pipe.set_progress_bar_config(disable=True)
-    message = None
-    if args.command == "chat":
-        _warn_unknown_words(pipe, params, root, args.message)
-        message = args.message
+    message = getattr(args, "message", None)
+    if message is not None:
+        _warn_unknown_words(pipe, params, root, message)
+    if args.command == "grid":
+        return _grid(pipe, photos, message, references, blend, args)
     try:
         result = pipe(
             photos if len(photos) > 1 else photo,
@@ -227,6 +250,39 @@ def _as_flags(message: str) -> str:
     return message
 
 
+def _grid(pipe, photos: list, message: str | None, references: list, blend, args: argparse.Namespace) -> int:
+    """Write the s_c x s_d grid (rows s_c, columns s_d) as one labelled PNG."""
+    from .workbench.plots import image_grid
+
+    start = time.perf_counter()
+    try:
+        grid = pipe.scale_grid(
+            photos if len(photos) > 1 else photos[0],
+            message,
+            clip_scales=args.clip_scales,
+            dino_scales=args.dino_scales,
+            seed=args.seed,
+            reference_images=references or None,
+            reference_weights=blend,
+            guidance=args.guidance,
+            num_inference_steps=args.steps,
+            scheduler=args.scheduler,
+        )
+    except ValueError as err:
+        raise CliError(_as_flags(str(err))) from err
+    out = args.out or Path("cafe_grid.png")
+    fig = image_grid(
+        [list(row) for row in grid],
+        row_titles=[f"s_c {s:g}" for s in args.clip_scales],
+        col_titles=[f"s_d {s:g}" for s in args.dino_scales],
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}: rows s_c (what to draw), columns s_d (faithful to the photo)", file=sys.stderr)
+    print(f"seconds: total {time.perf_counter() - start:.2f}", file=sys.stderr)
+    return 0
+
+
 def _check_knobs(args: argparse.Namespace, blend: list[float] | None) -> None:
     """Refuse a bad sampling flag or --blend by name before any model loads."""
     from .models.guidance import check_reference_weights
@@ -241,7 +297,7 @@ def _check_knobs(args: argparse.Namespace, blend: list[float] | None) -> None:
             guidance=args.guidance,
         )
         if blend is not None:
-            check_reference_weights(blend, len(blend), with_c_hat=args.command == "chat")
+            check_reference_weights(blend, len(blend), with_c_hat=getattr(args, "message", None) is not None)
     except ValueError as err:
         raise CliError(_as_flags(str(err))) from None
 
@@ -267,7 +323,7 @@ def _load(params, root: Path, args):
     if params.profile.name == "mini":
         stage = (
             f"train_assistant@{args.assistant}"
-            if args.command == "chat"
+            if getattr(args, "message", None) is not None
             else f"train_generator@{args.generator or params.variants[params.fidelity.variant].generator}"
         )
         hint = f"\nThe mini profile's models are built, not downloaded: run `bin/with-env dvc repro {stage}` in {root}."
@@ -275,7 +331,7 @@ def _load(params, root: Path, args):
         return CafePipeline.from_params(
             params,
             root,
-            assistant=args.assistant if args.command == "chat" else None,
+            assistant=args.assistant if getattr(args, "message", None) is not None else None,
             generator=args.generator,
             seed=args.training_seed,
             device=args.device,

@@ -139,6 +139,21 @@ def test_cli_knobs_reach_the_drawing(cli_root, tmp_path):
         assert not np.array_equal(draw(name, *extra), plain), name
 
 
+def test_cli_grid_writes_the_two_knobs_on_the_users_photo(cli_root, tmp_path, capsys):
+    from PIL import Image
+
+    root, photos = cli_root
+    out = tmp_path / "grid.png"
+    args = ["--root", str(root), "--device", "cpu", "grid", "--image", str(photos / "ball.png"), "--out", str(out)]
+    assert cli.main(args + ["--clip-scales", "0,3", "--dino-scales", "1,3,5", "Draw this ball on the beach."]) == 0
+    assert "rows s_c" in capsys.readouterr().err and Image.open(out).size[0] > 200
+    assert cli.main(args + ["--reference", str(photos / "ref.png")]) == 0  # the fast path: no assistant
+    assert cli.main(args) == 2
+    assert "say what to draw" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(args + ["--clip-scales", "1,-2", "hi"])
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

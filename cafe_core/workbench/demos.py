@@ -15,7 +15,7 @@ import base64
 import html
 import io
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -245,13 +245,14 @@ def blending_widget(
     examples: dict[str, np.ndarray] | None = None,
     references: dict[str, np.ndarray] | None = None,
     *,
+    num_images: int = 4,
     size: int = 128,
 ) -> BlendingWidget:
     """The blending demo as ipywidgets: pick or upload the photo and up to two references, type a
     message, move the sliders; each release redraws, with "drawing..." meanwhile and the timings after."""
     import ipywidgets as w
 
-    knobs = BlendingDemo.defaults(demo.pipe)
+    knobs = replace(BlendingDemo.defaults(demo.pipe), num_images=num_images)
     slider = dict(continuous_update=False, style={"description_width": "110px"}, layout=w.Layout(width="420px"))
     sliders = {
         "lam": w.FloatSlider(knobs.lam, min=0, max=1, step=0.05, description="lambda (refs)", **slider),
