@@ -108,6 +108,7 @@ def test_blending_draws_eq_4_and_asks_the_assistant_once_per_message(pipe, monke
 def test_blending_widget_redraws_on_slider_release_and_shows_drawing_then_timings(pipe):
     demo = BlendingDemo(pipe, PHOTO, [REF1], MESSAGE)
     widget = blending_widget(demo, {"ball": PHOTO}, {"beach": REF1, "snow": REF2})
+    assert (widget.pickers["photo"].value, widget.pickers["reference_1"].value) == ("ball", "beach")
     first = widget.image.value
     assert first and "diffusion" in widget.status.value and widget.response.value.startswith("<b>CAFE:</b>")
     assert widget.sliders["mix"].disabled  # one reference: nothing to share
@@ -131,7 +132,7 @@ def test_blending_widget_takes_an_uploaded_photo_and_reports_a_bad_one(pipe):
     before = widget.image.value
     widget.uploads["photo"].value = _upload("mine.png", _png(REF2))
     np.testing.assert_array_equal(widget.demo.photo, REF2)
-    assert widget.image.value != before
+    assert widget.image.value != before and widget.pickers["photo"].value == "(as given)"
     widget.uploads["reference_1"].value = _upload("notes.txt", b"no")
     assert "notes.txt is not an image" in widget.status.value
 

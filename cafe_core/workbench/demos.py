@@ -237,7 +237,15 @@ class BlendingWidget:
         return self.box._repr_mimebundle_(**kwargs)
 
 
-NONE = "(none)"
+NONE, GIVEN = "(none)", "(as given)"
+
+
+def _label(image: np.ndarray | None, pool: dict[str, np.ndarray]) -> str:
+    """The dropdown entry showing ``image``: its label in ``pool``, "(as given)" (passed in or
+    uploaded), or "(none)"."""
+    if image is None:
+        return NONE
+    return next((label for label, other in pool.items() if np.array_equal(other, image)), GIVEN)
 
 
 def blending_widget(
@@ -263,15 +271,19 @@ def blending_widget(
         "seed": w.IntSlider(knobs.seed, min=0, max=99, description="seed", **slider),
     }
     examples, references = dict(examples or {}), dict(references or {})
-    pickers = {
-        "photo": w.Dropdown(options=[NONE, *examples], value=NONE, description="photo"),
-        "reference_1": w.Dropdown(options=[NONE, *references], value=NONE, description="reference 1"),
-        "reference_2": w.Dropdown(options=[NONE, *references], value=NONE, description="reference 2"),
-    }
-    uploads = {slot: w.FileUpload(accept="image/*", multiple=False, description="upload") for slot in pickers}
     slots: dict[str, np.ndarray | None] = {"photo": demo.photo, "reference_1": None, "reference_2": None}
     for k, ref in enumerate(demo.references[:2]):
         slots[f"reference_{k + 1}"] = ref
+    pickers = {
+        "photo": w.Dropdown(options=[GIVEN, *examples], value=_label(demo.photo, examples), description="photo"),
+        **{
+            slot: w.Dropdown(
+                options=[NONE, GIVEN, *references], value=_label(slots[slot], references), description=name
+            )
+            for slot, name in (("reference_1", "reference 1"), ("reference_2", "reference 2"))
+        },
+    }
+    uploads = {slot: w.FileUpload(accept="image/*", multiple=False, description="upload") for slot in pickers}
     message = w.Text(
         value=demo.message or "", description="message", continuous_update=False, layout=w.Layout(width="560px")
     )
@@ -300,8 +312,8 @@ def blending_widget(
 
     def pick(slot: str, pool: dict[str, np.ndarray]):
         def on_change(change: dict) -> None:
-            if change["new"] == NONE and slot == "photo":
-                return  # the demo always has a photo
+            if change["new"] == GIVEN:
+                return  # what was passed in or uploaded stays
             slots[slot] = None if change["new"] == NONE else pool[change["new"]]
             redraw()
 
@@ -316,19 +328,23 @@ def blending_widget(
             except ValueError as err:
                 status.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
                 return
+            pickers[slot].value = GIVEN  # (its handler leaves the upload in place)
             redraw()
 
         return on_change
 
-    for s in sliders.values():
+    for name, s in sliders.items():
         s.observe(redraw, names="value")
+        s.add_class(f"cafe-{name.replace('_', '-')}")  # stable handles for a browser (tests/test_browser.py)
+    image.add_class("cafe-drawing")
+    status.add_class("cafe-status")
     for slot, picker in pickers.items():
         picker.observe(pick(slot, examples if slot == "photo" else references), names="value")
         uploads[slot].observe(upload(slot), names="value")
     message.observe(redraw, names="value")  # Enter (or leaving the box) sends it
     rows = [w.HBox([pickers[slot], uploads[slot]]) for slot in pickers]
     controls = w.VBox([*rows, message, *sliders.values()])
-    box = w.VBox([w.HBox([controls, inputs]), image, status, response])
+    box = w.VBox([w.HBox([controls, inputs], layout=w.Layout(align_items="flex-start")), image, status, response])
     redraw()
     return BlendingWidget(box, demo, sliders, pickers, uploads, message, image, inputs, status, response, redraw)
 
