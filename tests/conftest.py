@@ -89,3 +89,13 @@ def assistant_project(tiny_world):
         guidance_grid(params, root)
         selection = train_assistant_stage(params, root, "mse")
     return params, root, selection
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    """A CafePipeline of random tiny parts (cafe_core.testing.tiny_pipeline), its progress bar off."""
+    from cafe_core.testing import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -63,3 +63,10 @@ def tiny_raw(steps: int = 4) -> dict:
     raw["evaluation"] = dict(object_subjects=2, face_subjects=2, prompts=2, images_per_prompt=1, references=2)
     raw["selfdistill"].update(requests=24, batch_size=8)
     return raw
+
+
+def random_photo(seed: int):
+    """A random uint8 (32, 32, 3) photo."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)

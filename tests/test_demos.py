@@ -22,16 +22,12 @@ from cafe_core.workbench.demos import (
     tile_png,
 )
 
+from helpers import random_photo
+
 
 @pytest.fixture(scope="module")
-def pipe():
-    pipe = tiny_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _photo(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+def pipe(tiny_pipe):
+    return tiny_pipe
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -54,7 +50,7 @@ def _upload(name: str, content: bytes) -> tuple[dict]:
     )
 
 
-PHOTO, REF1, REF2 = _photo(0), _photo(1), _photo(2)
+PHOTO, REF1, REF2 = random_photo(0), random_photo(1), random_photo(2)
 MESSAGE = "Can you generate an image for this ball on the beach?"
 
 

@@ -11,19 +11,15 @@ from cafe_core.models.attention import cafe_processors
 from cafe_core.models.guidance import blend_embeddings, mix_embeddings
 from cafe_core.testing import tiny_conditions, tiny_generator, tiny_pipeline
 
+from helpers import random_photo
+
 
 @pytest.fixture(scope="module")
-def pipe():
-    pipe = tiny_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def pipe(tiny_pipe):
+    return tiny_pipe
 
 
-def _photo(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-
-
-PHOTO, REF, REF2 = _photo(0), _photo(1), _photo(2)
+PHOTO, REF, REF2 = random_photo(0), random_photo(1), random_photo(2)
 
 
 def test_output_types_and_repeatable_seeds(pipe):
