@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from diffusers import DiffusionPipeline
 
 from .models.guidance import blend_embeddings, guidance_mode, mix_embeddings
 from .utils.digest import photo_digest
@@ -119,16 +120,138 @@ def _require(marker: Path, stage: str) -> None:
         raise FileNotFoundError(f"{marker.parent} holds no trained model: build it with `dvc repro {stage}`")
 
 
-class CafePipeline:
-    """Assistant ``M`` + conditioning CLIP ``E_c`` + DINO ``E_d`` + generator ``G``."""
+class CafePipeline(DiffusionPipeline):
+    """Assistant ``M`` + conditioning CLIP ``E_c`` + DINO ``E_d`` + generator ``G``, as a diffusers pipeline.
 
-    def __init__(self, assistant, clip, dino, generator, sampling: Sampling | None = None, max_new_tokens: int = 64):
-        self.assistant, self.clip, self.dino, self.generator = assistant, clip, dino, generator
-        self.sampling = sampling or Sampling()
-        self.max_new_tokens = max_new_tokens
+    Components (each a diffusers or transformers class, so ``save_pretrained`` / ``from_pretrained``
+    of the whole system, ``.to()``, progress bars and CPU offload come from ``DiffusionPipeline``):
+
+    - ``unet``, ``scheduler``, ``vae`` (None in pixel space): G's pretrained text-to-image parts;
+      ``unet`` is saved as a plain diffusers UNet.
+    - ``conditioning``: :class:`~cafe_core.models.conditioning.CafeConditioning`, what eq. 1 adds to
+      the UNet (installed into its cross-attention layers when the pipeline is built).
+    - ``image_encoder`` (``CLIPModel``) + ``feature_extractor``: ``E_c``; ``dino_encoder``
+      (``Dinov2Model``) + ``dino_processor``: ``E_d``.
+    - ``language_model`` + ``tokenizer`` + ``assistant_head``
+      (:class:`~cafe_core.models.assistant_head.CafeAssistantHead`: V, H, [GEN]): the assistant M;
+      all three None for the fast path alone.
+
+    ``sampling`` (a :class:`Sampling` or its dict) and ``max_new_tokens`` are saved in ``model_index.json``.
+    The CAFE model classes behind the call are views sharing these components' weights:
+    :attr:`generator` (``CafeGenerator``), :attr:`clip`, :attr:`dino` and :attr:`assistant`.
+    """
+
+    model_cpu_offload_seq = "language_model->unet->vae"
+    _optional_components = ["vae", "language_model", "tokenizer", "assistant_head"]
+    # Small beside the LM and the UNet, and called through methods other than forward (which is
+    # where accelerate's offload hooks sit): they stay on the execution device.
+    _exclude_from_cpu_offload = ["image_encoder", "dino_encoder", "conditioning", "assistant_head"]
+
+    def __init__(
+        self,
+        unet,
+        scheduler,
+        conditioning,
+        image_encoder,
+        feature_extractor,
+        dino_encoder,
+        dino_processor,
+        vae=None,
+        language_model=None,
+        tokenizer=None,
+        assistant_head=None,
+        sampling: Sampling | dict | None = None,
+        max_new_tokens: int = 64,
+    ):
+        from .models.assistant import CafeAssistant
+        from .models.encoders import ClipEncoder, DinoEncoder, ImageTransform
+        from .models.generator import CafeGenerator
+
+        super().__init__()
+        parts = (language_model, tokenizer, assistant_head)
+        if any(p is None for p in parts) and any(p is not None for p in parts):
+            raise ValueError("language_model, tokenizer and assistant_head come together (or none: the fast path)")
+        self.register_modules(
+            unet=unet,
+            scheduler=scheduler,
+            conditioning=conditioning,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+            dino_encoder=dino_encoder,
+            dino_processor=dino_processor,
+            vae=vae,
+            language_model=language_model,
+            tokenizer=tokenizer,
+            assistant_head=assistant_head,
+        )
+        sampling = sampling if isinstance(sampling, dict) else asdict(sampling or Sampling())
+        self.register_to_config(sampling=asdict(Sampling(**sampling)), max_new_tokens=int(max_new_tokens))
+        self.generator = CafeGenerator(unet, scheduler, conditioning.conditioning_config, vae, conditioning)
+        vision = image_encoder.config.vision_config
+        self.clip = ClipEncoder(
+            image_encoder, None, ImageTransform.from_config(feature_extractor.to_dict(), default_size=vision.image_size)
+        )
+        self.dino = DinoEncoder(
+            dino_encoder,
+            ImageTransform.from_config(
+                dino_processor.to_dict(),
+                default_size=dino_encoder.config.image_size,
+                default_mean=DinoEncoder.default_mean,
+                default_std=DinoEncoder.default_std,
+            ),
+        )
+        self.assistant = None
+        if language_model is not None:
+            self.assistant = CafeAssistant(language_model, tokenizer, assistant_head.assistant_config, assistant_head)
         self._photo_key: str | None = None
         self._photo_features: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._progress_bar_config: dict = {}
+
+    @property
+    def sampling(self) -> Sampling:
+        """How G samples when the call names no knob (saved in ``model_index.json``)."""
+        return Sampling(**self.config.sampling)
+
+    @sampling.setter
+    def sampling(self, value: Sampling) -> None:
+        self.register_to_config(sampling=asdict(value))
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.config.max_new_tokens
+
+    @classmethod
+    def from_parts(
+        cls, assistant, clip, dino, generator, sampling: Sampling | None = None, max_new_tokens: int = 64
+    ) -> CafePipeline:
+        """The pipeline of CAFE model objects (an assistant being trained, tiny test parts ...):
+        their weights become the components, shared, not copied. ``assistant=None``: the fast path."""
+        lm = {}
+        if assistant is not None:
+            lm = {"language_model": assistant.lm, "tokenizer": assistant.tokenizer, "assistant_head": assistant.head}
+        return cls(
+            unet=generator.unet,
+            scheduler=generator.scheduler,
+            conditioning=generator.conditioning,
+            vae=generator.vae,
+            image_encoder=clip.model,
+            feature_extractor=clip.image_processor(),
+            dino_encoder=dino.model,
+            dino_processor=dino.image_processor(),
+            sampling=sampling,
+            max_new_tokens=max_new_tokens,
+            **lm,
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """diffusers' ``save_pretrained``, with the UNet written as a plain diffusers UNet: the CAFE
+        processors' weights are the ``conditioning`` component's, reinstalled when it loads."""
+        from .models.attention import uninstall_cafe_attention
+
+        cafe = uninstall_cafe_attention(self.unet)
+        try:
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.unet.set_attn_processor(cafe)
 
     @classmethod
     def from_params(
@@ -181,7 +304,7 @@ class CafePipeline:
             lm = CafeAssistant.from_pretrained(
                 params.profile.lm, trained, model_root=model_root, device=device, dtype=dtype
             )
-        return cls(
+        return cls.from_parts(
             lm,
             ClipEncoder.from_pretrained(spec.clip, model_root=model_root, device=device, dtype=dtype),
             DinoEncoder.from_pretrained(spec.dino, model_root=model_root, device=device, dtype=dtype),
@@ -287,15 +410,6 @@ class CafePipeline:
         return ChatResult(texts[0], images, c_hat[0], history, seconds)
 
     # --- the diffusers-style call ------------------------------------------------------------------
-
-    def set_progress_bar_config(self, **kwargs) -> None:
-        """tqdm options of the denoising bar (``disable=True`` hides it), as diffusers pipelines take them."""
-        self._progress_bar_config = dict(kwargs)
-
-    def progress_bar(self, iterable):
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, **{"desc": "denoising", "leave": False, **self._progress_bar_config})
 
     @torch.inference_mode()
     def __call__(

@@ -474,4 +474,4 @@ def tiny_pipeline(*, assistant: bool = True, seed: int = 0):
         llama = tiny_llama(len(tokenizer) + 2, seed + 4)
         torch.manual_seed(seed + 5)
         lm = CafeAssistant(llama, tokenizer, AssistantConfig(patch_dim=32, clip_dim=24)).eval()
-    return CafePipeline(lm, clip, dino, generator, Sampling(steps=4), max_new_tokens=8)
+    return CafePipeline.from_parts(lm, clip, dino, generator, Sampling(steps=4), max_new_tokens=8)

@@ -110,7 +110,11 @@ def read_config(path: str | os.PathLike) -> AssistantConfig:
 class CafeAssistant(nn.Module):
     """Frozen causal LM + trainable ``visual_proj`` (V), ``gen_head`` (H) and ``gen_embedding`` ([GEN])."""
 
-    def __init__(self, lm: nn.Module, tokenizer: Any, config: AssistantConfig) -> None:
+    def __init__(self, lm: nn.Module, tokenizer: Any, config: AssistantConfig, head: Any | None = None) -> None:
+        """``head``: trained V, H and [GEN] (a :class:`~cafe_core.models.assistant_head.CafeAssistantHead`,
+        a pipeline's component), shared, not copied; None starts new ones for ``lm``."""
+        from .assistant_head import CafeAssistantHead
+
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
@@ -138,18 +142,21 @@ class CafeAssistant(nn.Module):
         # `cache` into **kwargs and silently decode without one, so ask the signature.
         self._cache_kwarg = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
-        hidden = embed.embedding_dim
+        head = head if head is not None else CafeAssistantHead.for_lm(lm, config)
+        if head.assistant_config != config:
+            raise ValueError(f"the head's config {head.assistant_config} is not {config}")
+        if head.config.hidden_size != embed.embedding_dim:
+            raise ValueError(f"the head is {head.config.hidden_size} wide, the LM's embeddings {embed.embedding_dim}")
+        self.hidden_size = embed.embedding_dim
         # V, H and [GEN] stay float32 whatever the LM's dtype (a bf16 LM on GPU): they are what
         # AdamW updates, and they are a few million parameters beside the LM's billions.
-        device, dtype = embed.weight.device, torch.float32
-        self.hidden_size = hidden
-        self.visual_proj = nn.Linear(config.patch_dim, hidden, device=device, dtype=dtype)
-        self.gen_head = nn.Linear(hidden, config.clip_dim, device=device, dtype=dtype)
-        self.gen_embedding = nn.Parameter(torch.empty(hidden, device=device, dtype=dtype))
-        if device.type != "meta":
-            with torch.no_grad():
-                # Start [GEN] at the scale of the LM's real token embeddings.
-                self.gen_embedding.normal_(0.0, float(embed.weight.float().std()))
+        self.visual_proj, self.gen_head, self.gen_embedding = head.visual_proj, head.gen_head, head.gen_embedding
+        self._head = [head]  # registered through its parts only: their state-dict keys stay V, H, [GEN]
+
+    @property
+    def head(self):
+        """V, H and [GEN] as one diffusers model (shared with this assistant)."""
+        return self._head[0]
 
     @classmethod
     def from_pretrained(
@@ -261,7 +268,9 @@ class CafeAssistant(nn.Module):
             raise ValueError(f"prompt {index} {what} the image placeholder {self.config.image_token!r}")
         k = where[0]
         visual = self.visual_proj(patches.to(self.device, self.visual_proj.weight.dtype))
-        text = self._embed_ids(ids)
+        # On V's device: with model CPU offload the LM's table is still on the CPU before its first
+        # forward (whose hook moves the LM and these inputs to the execution device).
+        text = self._embed_ids(ids).to(visual.device)
         return torch.cat([text[:k], visual.to(text.dtype), text[k + 1 :]], dim=0)
 
     def _check_fits(self, lengths: list[int], image_tokens: int, max_new_tokens: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -151,15 +152,47 @@ class CafeAttnProcessor(nn.Module):
     attend exactly as that photo alone; ``decoupled`` mode needs nothing (its DINO softmax is its own).
     """
 
-    def __init__(self, attn, mode: str = "joint", scale: float = 1.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = False,
+        mode: str = "joint",
+        scale: float = 1.0,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        """Fresh ``K_d``/``V_d`` of a layer whose keys map ``in_features`` tokens to ``out_features``
+        (:meth:`from_attention` starts them as copies of the pretrained ``to_k``/``to_v``)."""
         super().__init__()
         if mode not in ATTENTION_MODES:
             raise ValueError(f"mode must be one of {ATTENTION_MODES}, got {mode!r}")
         self.mode = mode
         self.scale = scale
         self.photos = 1
-        self.to_k_dino = self._copy(attn.to_k)
-        self.to_v_dino = self._copy(attn.to_v)
+        self.to_k_dino = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.to_v_dino = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
+
+    @classmethod
+    def from_attention(cls, attn, mode: str = "joint", scale: float = 1.0) -> CafeAttnProcessor:
+        """The processor of a pretrained cross-attention layer ``attn``: ``K_d, V_d`` copy its ``to_k, to_v``."""
+        k = attn.to_k
+        proc = cls(
+            k.in_features, k.out_features, k.bias is not None, mode, scale, device=k.weight.device, dtype=k.weight.dtype
+        )
+        with torch.no_grad():
+            for new, old in ((proc.to_k_dino, attn.to_k), (proc.to_v_dino, attn.to_v)):
+                new.weight.copy_(old.weight)
+                if old.bias is not None:
+                    new.bias.copy_(old.bias)
+        return proc
+
+    @property
+    def shape(self) -> tuple[int, int, bool]:
+        """``(in_features, out_features, bias)`` of ``K_d`` (and ``V_d``): what rebuilds it empty."""
+        k = self.to_k_dino
+        return k.in_features, k.out_features, k.bias is not None
 
     @property
     def scale(self) -> float:
@@ -170,19 +203,6 @@ class CafeAttnProcessor(nn.Module):
         if not value >= 0:
             raise ValueError(f"the DINO attention scale must be >= 0, got {value}")
         self._scale = float(value)
-
-    @staticmethod
-    def _copy(layer: nn.Linear) -> nn.Linear:
-        """A new projection with the pretrained one's weights, on its device (meta included)."""
-        w = layer.weight
-        new = nn.Linear(
-            layer.in_features, layer.out_features, bias=layer.bias is not None, device=w.device, dtype=w.dtype
-        )
-        with torch.no_grad():
-            new.weight.copy_(w)
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias)
-        return new
 
     @staticmethod
     def _heads(attn, x: torch.Tensor) -> torch.Tensor:
@@ -243,27 +263,38 @@ class CafeAttnProcessor(nn.Module):
         return out / attn.rescale_output_factor
 
 
-def install_cafe_attention(unet, config: ConditioningConfig) -> nn.ModuleList:
-    """Swap every cross-attention processor of ``unet`` for a :class:`CafeAttnProcessor`; returns them.
+def install_cafe_attention(unet, config: ConditioningConfig, processors: Sequence[CafeAttnProcessor] | None = None):
+    """Swap every cross-attention processor of ``unet`` for a :class:`CafeAttnProcessor`; returns them
+    in the UNet's layer order.
 
-    Self-attention layers get diffusers' ``AttnProcessor2_0``.
+    ``processors``: the ones to install (a saved generator's), one per cross-attention layer in
+    that order; None starts new ones from the layers' pretrained keys and values. Self-attention
+    layers get diffusers' ``AttnProcessor2_0``.
     """
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    processors: dict = {}
-    modules = []
-    for name in unet.attn_processors:
-        layer = unet.get_submodule(name.removesuffix(".processor"))
-        if name.endswith("attn2.processor"):
-            proc = CafeAttnProcessor(layer, config.attention, config.decoupled_scale)
-            modules.append(proc)
-            processors[name] = proc
-        else:
-            processors[name] = AttnProcessor2_0()
-    if not modules:
+    names = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+    if not names:
         raise ValueError("the UNet has no cross-attention layers to condition")
-    unet.set_attn_processor(processors)
-    return nn.ModuleList(modules)
+    if processors is None:
+        processors = [
+            CafeAttnProcessor.from_attention(
+                unet.get_submodule(name.removesuffix(".processor")), config.attention, config.decoupled_scale
+            )
+            for name in names
+        ]
+    processors = list(processors)
+    if len(processors) != len(names):
+        raise ValueError(f"the UNet has {len(names)} cross-attention layers, got {len(processors)} processors")
+    for name, proc in zip(names, processors):
+        to_k = unet.get_submodule(name.removesuffix(".processor")).to_k
+        if proc.shape != (to_k.in_features, to_k.out_features, to_k.bias is not None):
+            raise ValueError(f"{name}: the processor's keys are {proc.shape}, the layer's {tuple(to_k.weight.shape)}")
+    by_name = dict(zip(names, processors))
+    unet.set_attn_processor(
+        {name: by_name[name] if name in by_name else AttnProcessor2_0() for name in unet.attn_processors}
+    )
+    return processors
 
 
 def cafe_processors(unet) -> dict[str, CafeAttnProcessor]:

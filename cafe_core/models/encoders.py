@@ -65,6 +65,7 @@ DType = torch.dtype | str
 
 # PIL resample codes, as saved in preprocessor_config.json, to torch interpolation modes.
 _RESAMPLE_MODES = {0: "nearest-exact", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
+_PIL_RESAMPLE = {"nearest-exact": 0, "bilinear": 2, "bicubic": 3}
 
 
 def _as_dtype(dtype: DType) -> torch.dtype:
@@ -189,6 +190,28 @@ class ImageTransform:
             logger.info("No preprocessor_config.json in %s: using default preprocessing.", folder)
         return cls.from_config(config, **defaults)
 
+    def to_processor(self, kind: str = "clip"):
+        """The transformers image processor with these settings (``kind``: ``clip`` or ``bit``, DINOv2's),
+        as a pipeline saves it; :meth:`from_config` of its ``to_dict()`` reads back this transform."""
+        import transformers
+
+        names = {"clip": "CLIPImageProcessor", "bit": "BitImageProcessor"}
+        if kind not in names:
+            raise ValueError(f"kind must be one of {sorted(names)}, got {kind!r}")
+        # transformers 5 names the torchvision-free processors *Pil; the plain name needs torchvision.
+        cls = getattr(transformers, names[kind] + "Pil", None) or getattr(transformers, names[kind])
+        square = {"height": self.size, "width": self.size}
+        return cls(
+            do_resize=True,
+            size={"shortest_edge": self.resize_to or self.size} if self.crop else square,
+            do_center_crop=self.crop,
+            crop_size=square,
+            do_normalize=True,
+            image_mean=list(self.mean),
+            image_std=list(self.std),
+            resample=_PIL_RESAMPLE[self.interpolation],
+        )
+
     def _fit(self, pixels: torch.Tensor) -> torch.Tensor:
         """Resize and centre-crop a float (N, 3, H, W) batch to (N, 3, size, size)."""
         height, width = pixels.shape[-2:]
@@ -236,6 +259,8 @@ class ImageTransform:
 class _FrozenEncoder(nn.Module):
     """A frozen model plus its preprocessing; batched, inference-mode helpers."""
 
+    processor_kind = "clip"  # the transformers image processor family its preprocessing is saved as
+
     def __init__(self, model: nn.Module, transform: ImageTransform) -> None:
         super().__init__()
         self.model = model
@@ -265,6 +290,10 @@ class _FrozenEncoder(nn.Module):
     @property
     def image_size(self) -> int:
         return self.transform.size
+
+    def image_processor(self):
+        """This encoder's preprocessing as a transformers image processor (a pipeline's component)."""
+        return self.transform.to_processor(self.processor_kind)
 
     def preprocess(self, images: Images) -> torch.Tensor:
         """Images -> normalised pixel values (N, 3, S, S) on the model's device and dtype."""
@@ -596,6 +625,7 @@ class _VitBackbone(_FrozenEncoder):
 
     default_mean: tuple[float, float, float] = IMAGENET_MEAN
     default_std: tuple[float, float, float] = IMAGENET_STD
+    processor_kind = "bit"
 
     def __init__(self, model: nn.Module, transform: ImageTransform | None = None) -> None:
         config = model.config
@@ -731,6 +761,10 @@ class OnnxFaceEmbedder:
     @property
     def image_size(self) -> int:
         return self.transform.size
+
+    def image_processor(self):
+        """This encoder's preprocessing as a transformers image processor (a pipeline's component)."""
+        return self.transform.to_processor(self.processor_kind)
 
     def embed(self, images: Images, *, batch_size: int | None = None) -> torch.Tensor:
         """(N, D) unit-norm identity embeddings."""

@@ -22,13 +22,12 @@ from torch import nn
 
 from .attention import (
     ConditioningConfig,
-    ImageConditioner,
     Tokens,
-    install_cafe_attention,
     photos_per_subject,
     split_tokens,
     uninstall_cafe_attention,
 )
+from .conditioning import CafeConditioning
 from .guidance import BRANCHES, guidance_mode
 from .text_to_image import TextToImage, UNetDeviceMixin, decode_images, initial_noise, make_scheduler
 
@@ -57,16 +56,31 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
     :meth:`from_pretrained`.
     """
 
-    def __init__(self, unet, scheduler, config: ConditioningConfig, vae=None):
+    def __init__(
+        self, unet, scheduler, config: ConditioningConfig, vae=None, conditioning: CafeConditioning | None = None
+    ):
+        """``conditioning``: trained conditioner and processors (a pipeline's component), installed into
+        ``unet``; None starts new ones from the UNet's pretrained cross-attention (eq. 3's start)."""
         super().__init__()
         self.unet = unet
         self.scheduler = scheduler
         self.config = config
         self.vae = vae.eval().requires_grad_(False) if vae is not None else None
-        self.conditioner = ImageConditioner(config).to(unet.device, unet.dtype)
-        # The processors are submodules of the UNet's attention layers already; a plain list
-        # (not registered again) keeps every parameter under exactly one state-dict key.
-        self._processors = list(install_cafe_attention(unet, config))
+        if conditioning is None:
+            conditioning = CafeConditioning.for_unet(unet, config)
+        elif conditioning.conditioning_config != config:
+            raise ValueError(f"the conditioning's config {conditioning.conditioning_config} is not {config}")
+        self.conditioner = conditioning.conditioner
+        # The processors are submodules of the UNet's attention layers already, and the conditioning
+        # holds both parts: plain lists (not registered again) keep every parameter under exactly one
+        # state-dict key of the generator.
+        self._processors = conditioning.install(unet)
+        self._conditioning = [conditioning]
+
+    @property
+    def conditioning(self) -> CafeConditioning:
+        """The conditioner and processors as one diffusers model (shared with this generator)."""
+        return self._conditioning[0]
 
     @property
     def processors(self) -> nn.ModuleList:
@@ -105,10 +119,7 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
 
     def _conditioning_state(self) -> dict[str, torch.Tensor]:
         """The tensors CAFE adds to the UNet: conditioner and processors (the UNet is saved apart)."""
-        return {
-            **{f"conditioner.{k}": v for k, v in self.conditioner.state_dict().items()},
-            **{f"processors.{k}": v for k, v in self.processors.state_dict().items()},
-        }
+        return self.conditioning.state_dict()
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """diffusers layout for the UNet (default processors), our file for the conditioning."""
@@ -150,13 +161,7 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         if (path / "vae").is_dir():
             vae = AutoencoderKL.from_pretrained(path, subfolder="vae", dtype=dtype, use_safetensors=True).to(device)
         gen = cls(unet, scheduler, config, vae=vae)
-        state = load_file(path / CONDITIONING_FILE)
-        gen.conditioner.load_state_dict(
-            {k[len("conditioner.") :]: v for k, v in state.items() if k.startswith("conditioner.")}
-        )
-        gen.processors.load_state_dict(
-            {k[len("processors.") :]: v for k, v in state.items() if k.startswith("processors.")}
-        )
+        gen.conditioning.load_state_dict(load_file(path / CONDITIONING_FILE))
         return gen.eval().requires_grad_(False)
 
     # --- training ---------------------------------------------------------------------------------

@@ -124,7 +124,9 @@ def build_pipeline(device: torch.device, dtype: torch.dtype, *, tiny: bool, step
     )
     scheduler = DDPMScheduler.from_config(reference_config(SD2, subfolder="scheduler"))
     generator = CafeGenerator(unet, scheduler, conditioning, vae=vae).eval().requires_grad_(False)
-    pipe = CafePipeline(assistant, clip, dino, generator, Sampling(steps=steps), max_new_tokens=max_new_tokens)
+    pipe = CafePipeline.from_parts(
+        assistant, clip, dino, generator, Sampling(steps=steps), max_new_tokens=max_new_tokens
+    )
 
     def millions(module: torch.nn.Module) -> float:
         return round(sum(p.numel() for p in module.parameters()) / 1e6, 2)

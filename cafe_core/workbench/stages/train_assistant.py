@@ -197,7 +197,9 @@ class _Trainer:
                 )
                 if not main:
                     return {}
-                pipe = CafePipeline(assistant, self.clip, self.dino, generator, self.sampling, a.max_new_tokens)
+                pipe = CafePipeline.from_parts(
+                    assistant, self.clip, self.dino, generator, self.sampling, a.max_new_tokens
+                )
                 validation, figure = validate_assistant(
                     pipe, self.source, self.val_set, self.eval_clip, seed=params.seed
                 )
