@@ -7,6 +7,7 @@
     cafe generate --image photo.png --reference scene.png
     cafe chat --image photo.png --reference scene.png --blend 0.5 "Show me this ball on the beach."
     cafe chat --image photo.png --clip-scale 5 --dino-scale 1.5 --steps 25 "Draw this ball in the snow."
+    cafe export cafe-mini/     # the whole trained system as one diffusers folder: CafePipeline.from_pretrained
 
 Sampling knobs (both commands): --clip-scale (s_c: how strongly to draw what is asked), --dino-scale
 (s_d: how faithfully to keep the photo's subject), --steps, --scheduler, --guidance; defaults are the
@@ -118,6 +119,15 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--clip-scales", type=_scales, default=(0.0, 1.5, 3.0, 5.0, 7.0), help="rows, e.g. 0,1.5,3,5,7")
     grid.add_argument("--dino-scales", type=_scales, default=(0.0, 1.5, 3.0, 5.0), help="columns, e.g. 0,1.5,3,5")
 
+    export = sub.add_parser(
+        "export", help="write the whole trained system as one diffusers folder (CafePipeline.from_pretrained reads it)"
+    )
+    export.add_argument("out", type=Path, help="the folder to write (must not exist, or be empty)")
+    export.add_argument("--assistant", default="mse", help="trained assistant (key of params.yaml `assistants`)")
+    export.add_argument("--no-assistant", action="store_true", help="leave the language model out: the fast path")
+    export.add_argument("--generator", default=None, help="trained generator (default: the assistant's)")
+    export.add_argument("--training-seed", type=int, default=None, help="which training seed (default: the first)")
+
     photo = sub.add_parser("photo", help="write a held-out subject's photo to chat about, and a request to try")
     photo.add_argument("--domain", default="object", help="object or face (the evaluation data's domains)")
     photo.add_argument("--index", type=int, default=0, help="which held-out subject (0, 1, ...)")
@@ -167,6 +177,8 @@ def _run(args: argparse.Namespace) -> int:
     from .utils.images import ImageLoadError, load_image
     from .workbench.config import ParamsError, load_params, project_root
 
+    if args.command == "export":
+        return _export(args)
     if args.command != "photo":
         for flag, value in (("--num-images", args.num_images), ("--steps", args.steps)):
             if value is not None and value < 1:
@@ -195,9 +207,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_knobs(args, blend)
     photo = photos[0]
     session = _read_session(args.session, photo) if args.command == "chat" else None
-    pipe = _load(params, root, args)
-    pipe.set_progress_bar_config(disable=True)
     message = getattr(args, "message", None)
+    pipe = _load(params, root, args, assistant=args.assistant if message is not None else None)
+    pipe.set_progress_bar_config(disable=True)
     if message is not None:
         _warn_unknown_words(pipe, params, root, message)
     if args.command == "grid":
@@ -315,15 +327,36 @@ def _blend(weights: list[float] | None, references: int) -> list[float] | None:
     return weights
 
 
-def _load(params, root: Path, args):
+def _export(args) -> int:
+    """``cafe export OUT``: the trained system as one folder in diffusers' layout (``save_pretrained``)."""
+    from .workbench.config import ParamsError, load_params, project_root
+
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise CliError(f"{args.out} exists and is not an empty folder: name a new one")
+    _check_device(args.device)
+    root = (args.root or project_root()).resolve()
+    if not (root / "params.yaml").is_file():
+        raise CliError(f"no params.yaml in {root}: run cafe inside the project, or pass --root")
+    try:
+        params = load_params(root / "params.yaml", profile=args.profile)
+    except ParamsError as err:
+        raise CliError(str(err)) from None
+    pipe = _load(params, root, args, assistant=None if args.no_assistant else args.assistant)
+    pipe.save_pretrained(args.out)
+    print(f"wrote {args.out}: load it with cafe_core.pipeline.CafePipeline.from_pretrained({str(args.out)!r})")
+    return 0
+
+
+def _load(params, root: Path, args, *, assistant: str | None):
+    """The trained pipeline, with the assistant ``assistant`` (None: the fast path alone)."""
     from .pipeline import CafePipeline
     from .utils.hub import ModelNotFoundError
 
     hint = ""
     if params.profile.name == "mini":
         stage = (
-            f"train_assistant@{args.assistant}"
-            if getattr(args, "message", None) is not None
+            f"train_assistant@{assistant}"
+            if assistant is not None
             else f"train_generator@{args.generator or params.variants[params.fidelity.variant].generator}"
         )
         hint = f"\nThe mini profile's models are built, not downloaded: run `bin/with-env dvc repro {stage}` in {root}."
@@ -331,7 +364,7 @@ def _load(params, root: Path, args):
         return CafePipeline.from_params(
             params,
             root,
-            assistant=args.assistant if getattr(args, "message", None) is not None else None,
+            assistant=assistant,
             generator=args.generator,
             seed=args.training_seed,
             device=args.device,

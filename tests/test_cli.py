@@ -113,6 +113,30 @@ def test_cli_generate_is_the_fast_path(cli_root, tmp_path):
     assert (tmp_path / "fast-0.png").is_file() and (tmp_path / "fast-1.png").is_file()
 
 
+def test_cli_export_writes_the_system_that_from_pretrained_loads(cli_root, tmp_path, capsys):
+    """`cafe export` writes one diffusers folder; loaded back, it answers and draws as the project's models do."""
+    import numpy as np
+
+    from cafe_core.pipeline import CafePipeline
+    from cafe_core.workbench.config import load_params
+
+    root, photos = cli_root
+    out = tmp_path / "system"
+    assert cli.main(["--root", str(root), "--device", "cpu", "export", str(out)]) == 0, capsys.readouterr().err
+    assert "from_pretrained" in capsys.readouterr().out
+    assert cli.main(["--root", str(root), "export", str(out)]) == cli.EXIT_INPUT  # not written over
+    assert "not an empty folder" in capsys.readouterr().err
+    ask = "Draw this ball on the beach."
+    exported = CafePipeline.from_pretrained(out)
+    project = CafePipeline.from_params(load_params(root / "params.yaml"), root, device="cpu")
+    for pipe in (exported, project):
+        pipe.set_progress_bar_config(disable=True)
+    assert exported.sampling == project.sampling
+    want, got = (p(str(photos / "ball.png"), ask, output_type="np") for p in (project, exported))
+    assert got.response == want.response
+    np.testing.assert_array_equal(got.images, want.images)
+
+
 def test_cli_knobs_reach_the_drawing(cli_root, tmp_path):
     """--clip-scale, --dino-scale, --steps, --reference/--blend and a second --image each change the image."""
     import numpy as np
