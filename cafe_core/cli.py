@@ -232,7 +232,7 @@ def _run(args: argparse.Namespace) -> int:
     except PromptTooLong as err:
         raise CliError(str(err).replace("chat 0 is", "the chat is", 1)) from err
     except ValueError as err:
-        raise CliError(_as_flags(str(err))) from err
+        raise CliError(_as_flag(err)) from err
     images = np.stack([np.asarray(image) for image in result.images])
     if args.command == "chat":
         print(result.response)
@@ -255,11 +255,13 @@ _FLAGS = {
 }
 
 
-def _as_flags(message: str) -> str:
-    """The call's argument names as the CLI's flags, so an error names what the user typed."""
-    for name, flag in _FLAGS.items():
-        message = message.replace(name, flag)
-    return message
+def _as_flag(err: ValueError) -> str:
+    """An error of the call in the CLI's words: a bad argument named by the flag the user typed."""
+    from .utils.errors import ArgumentError
+
+    if isinstance(err, ArgumentError):
+        return f"{_FLAGS.get(err.name, err.name)} {err.problem}"
+    return str(err)
 
 
 def _grid(pipe, photos: list, message: str | None, references: list, blend, args: argparse.Namespace) -> int:
@@ -281,7 +283,7 @@ def _grid(pipe, photos: list, message: str | None, references: list, blend, args
             scheduler=args.scheduler,
         )
     except ValueError as err:
-        raise CliError(_as_flags(str(err))) from err
+        raise CliError(_as_flag(err)) from err
     out = args.out or Path("cafe_grid.png")
     fig = image_grid(
         [list(row) for row in grid],
@@ -311,7 +313,7 @@ def _check_knobs(args: argparse.Namespace, blend: list[float] | None) -> None:
         if blend is not None:
             check_reference_weights(blend, len(blend), with_c_hat=getattr(args, "message", None) is not None)
     except ValueError as err:
-        raise CliError(_as_flags(str(err))) from None
+        raise CliError(_as_flag(err)) from None
 
 
 def _blend(weights: list[float] | None, references: int) -> list[float] | None:

@@ -20,15 +20,13 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 
-from .models.guidance import blend_embeddings, guidance_mode, mix_embeddings
+from .models.guidance import blend_embeddings, check_reference_weights, guidance_mode, mix_embeddings
 from .utils.digest import photo_digest
+from .utils.errors import ArgumentError, check_count
 
 __all__ = ["OUTPUT_TYPES", "CafePipeline", "CafePipelineOutput", "ChatResult", "Sampling", "check_sampling"]
 
 OUTPUT_TYPES = ("pil", "np", "pt")
-DEFAULT_REFERENCE_WEIGHT = 0.5
-"""Total weight of reference images beside the assistant's c_hat when none is given (eq. 4's lambda:
-the self-distillation stage's ``selfdistill.lam``)."""
 
 Photo = Any  # a path, a PIL image, or uint8 (H, W, 3)
 
@@ -136,7 +134,8 @@ class CafePipeline(DiffusionPipeline):
       (:class:`~cafe_core.models.assistant_head.CafeAssistantHead`: V, H, [GEN]): the assistant M;
       all three None for the fast path alone.
 
-    ``sampling`` (a :class:`Sampling` or its dict) and ``max_new_tokens`` are saved in ``model_index.json``.
+    ``sampling`` (a :class:`Sampling` or its dict), ``max_new_tokens`` and ``reference_weight`` (eq. 4's
+    lambda when a call gives references without weights) are saved in ``model_index.json``.
     The CAFE model classes behind the call are views sharing these components' weights:
     :attr:`generator` (``CafeGenerator``), :attr:`clip`, :attr:`dino` and :attr:`assistant`.
     """
@@ -162,6 +161,7 @@ class CafePipeline(DiffusionPipeline):
         assistant_head=None,
         sampling: Sampling | dict | None = None,
         max_new_tokens: int = 64,
+        reference_weight: float = 0.5,
     ):
         from .models.assistant import CafeAssistant
         from .models.encoders import ClipEncoder, DinoEncoder, ImageTransform
@@ -185,7 +185,12 @@ class CafePipeline(DiffusionPipeline):
             assistant_head=assistant_head,
         )
         sampling = sampling if isinstance(sampling, dict) else asdict(sampling or Sampling())
-        self.register_to_config(sampling=asdict(Sampling(**sampling)), max_new_tokens=int(max_new_tokens))
+        check_reference_weights([reference_weight], 1, with_c_hat=True)
+        self.register_to_config(
+            sampling=asdict(Sampling(**sampling)),
+            max_new_tokens=int(max_new_tokens),
+            reference_weight=float(reference_weight),
+        )
         self.generator = CafeGenerator(unet, scheduler, conditioning.conditioning_config, vae, conditioning)
         vision = image_encoder.config.vision_config
         self.clip = ClipEncoder(
@@ -221,7 +226,14 @@ class CafePipeline(DiffusionPipeline):
 
     @classmethod
     def from_parts(
-        cls, assistant, clip, dino, generator, sampling: Sampling | None = None, max_new_tokens: int = 64
+        cls,
+        assistant,
+        clip,
+        dino,
+        generator,
+        sampling: Sampling | None = None,
+        max_new_tokens: int = 64,
+        reference_weight: float = 0.5,
     ) -> CafePipeline:
         """The pipeline of CAFE model objects (an assistant being trained, tiny test parts ...):
         their weights become the components, shared, not copied. ``assistant=None``: the fast path."""
@@ -239,6 +251,7 @@ class CafePipeline(DiffusionPipeline):
             dino_processor=dino.image_processor(),
             sampling=sampling,
             max_new_tokens=max_new_tokens,
+            reference_weight=reference_weight,
             **lm,
         )
 
@@ -311,6 +324,7 @@ class CafePipeline(DiffusionPipeline):
             CafeGenerator.from_pretrained(gen_dir, device=device, dtype=dtype),
             Sampling.from_params(params.generator, read_guidance(root)),
             max_new_tokens=params.assistant.max_new_tokens,
+            reference_weight=params.selfdistill.lam,
         )
 
     @property
@@ -571,10 +585,9 @@ class CafePipeline(DiffusionPipeline):
     ) -> None:
         """Every argument checked by name before any model runs."""
         check_sampling(clip_scale=clip_scale, dino_scale=dino_scale, num_inference_steps=steps)
-        if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
-            raise ValueError(f"num_images_per_prompt must be an integer >= 1, got {num_images!r}")
+        check_count("num_images_per_prompt", num_images)
         if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+            raise ArgumentError("output_type", f"must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if generator is not None and seed is not None:
             raise ValueError("pass generator or seed, not both")
         if prompt is not None and not (isinstance(prompt, str) and prompt.strip()):
@@ -603,17 +616,16 @@ class CafePipeline(DiffusionPipeline):
             return []
         return list(images) if isinstance(images, (list, tuple)) else [images]
 
-    @staticmethod
-    def _weights(weights, count: int, *, base: bool) -> list[float]:
+    def _weights(self, weights, count: int, *, base: bool) -> list[float]:
+        """The references' weights: as given (checked), else the pipeline's ``reference_weight`` shared
+        equally beside ``c_hat`` (all of it, relative, without)."""
         if weights is None:
             if count == 0:
                 return []
-            share = DEFAULT_REFERENCE_WEIGHT if base else 1.0
+            share = self.config.reference_weight if base else 1.0
             return [share / count] * count
         weights = [weights] if isinstance(weights, (int, float)) else list(weights)
-        if len(weights) != count:
-            raise ValueError(f"reference_weights: got {len(weights)} weights for {count} reference images")
-        return [float(w) for w in weights]
+        return check_reference_weights(weights, count, with_c_hat=base)
 
     def _dino_tokens(self, photos: list, embeds) -> torch.Tensor:
         """(N, dino_dim) for one photo, (K, N, dino_dim) for several: from the photos or precomputed."""
@@ -723,18 +735,17 @@ def check_sampling(
     scheduler: str | None = None,
     guidance: str | None = None,
 ) -> None:
-    """A ValueError naming the first bad sampling argument (None: not given, not checked); the CLI
-    calls it before any model loads, the call before it draws."""
+    """An :class:`~cafe_core.utils.errors.ArgumentError` naming the first bad sampling argument (None:
+    not given, not checked); the CLI calls it before any model loads, the call before it draws."""
     from .models.text_to_image import SCHEDULERS
 
     for name, value in (("clip_scale", clip_scale), ("dino_scale", dino_scale)):
         if value is not None and not (isinstance(value, (int, float)) and value >= 0):
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    steps = num_inference_steps
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {steps!r}")
+            raise ArgumentError(name, f"must be a number >= 0, got {value!r}")
+    if num_inference_steps is not None:
+        check_count("num_inference_steps", num_inference_steps)
     if scheduler is not None and scheduler not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        raise ArgumentError("scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     if guidance is not None:
         guidance_mode(guidance)
 

@@ -156,6 +156,27 @@ def test_bad_values_are_refused_by_name(pipe, kwargs, named):
         pipe(PHOTO, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("reference_weights", 1.5),
+        ("clip_scale", -1.0),
+        ("num_inference_steps", 2.5),
+        ("num_images_per_prompt", True),
+        ("output_type", "latent"),
+        ("guidance", "text"),
+        ("scheduler", "euler"),
+    ],
+)
+def test_a_bad_argument_error_carries_its_name(pipe, name, value):
+    """The CLI and the widgets say it in their own words (`--blend`) from the name, not from the text."""
+    from cafe_core.utils.errors import ArgumentError
+
+    with pytest.raises(ArgumentError) as err:
+        pipe(PHOTO, reference_images=REF, **{name: value})
+    assert err.value.name == name and str(err.value) == f"{name} {err.value.problem}"
+
+
 def test_missing_inputs_say_what_is_needed(pipe):
     with pytest.raises(ValueError, match="nothing says what to draw"):
         pipe(PHOTO)

@@ -36,7 +36,7 @@ def test_saved_system_loads_with_diffusers_and_draws_the_same(tiny_pipe, saved):
     assert index["conditioning"] == ["cafe_core.models.conditioning", "CafeConditioning"]
     assert index["assistant_head"] == ["cafe_core.models.assistant_head", "CafeAssistantHead"]
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"] and index["language_model"][0] == "transformers"
-    assert index["sampling"]["steps"] == 4 and index["max_new_tokens"] == 8
+    assert index["sampling"]["steps"] == 4 and index["max_new_tokens"] == 8 and index["reference_weight"] == 0.5
 
     loaded = CafePipeline.from_pretrained(saved)
     loaded.set_progress_bar_config(disable=True)
@@ -74,6 +74,18 @@ def test_assistant_parts_come_together(tiny_pipe):
     parts = dict(tiny_pipe.components, assistant_head=None)
     with pytest.raises(ValueError, match="come together"):
         CafePipeline(**parts)
+
+
+def test_reference_weight_is_the_default_lambda_beside_c_hat(tiny_pipe):
+    """Eq. 4's lambda when references come without weights: the pipeline's config (from_params: selfdistill.lam)."""
+    from cafe_core.models.guidance import mix_embeddings
+
+    c_hat, ref = torch.randn(24), tiny_pipe.clip.image_embeds(REF[None])
+    pipe = CafePipeline(**tiny_pipe.components, sampling=tiny_pipe.sampling, reference_weight=0.2)
+    got = pipe(PHOTO, c_hat=c_hat, reference_images=REF, output_type="np").embedding
+    torch.testing.assert_close(got, mix_embeddings(c_hat, ref.float(), [0.2]))
+    with pytest.raises(ValueError, match="reference_weights"):
+        CafePipeline(**tiny_pipe.components, reference_weight=1.5)
 
 
 def test_to_moves_every_part_the_views_read():

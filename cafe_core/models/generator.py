@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.errors import check_count
 from .attention import (
     ConditioningConfig,
     Tokens,
@@ -270,8 +271,7 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         for name, value in (("clip_scale", clip_scale), ("dino_scale", dino_scale)):
             if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        if isinstance(num_inference_steps, bool) or not (int(num_inference_steps) == num_inference_steps >= 1):
-            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+        num_inference_steps = check_count("num_inference_steps", num_inference_steps)
         c = c.to(self.device, self.dtype)
         d = d.to(self.device, self.dtype)
         if c.shape[0] != d.shape[0]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..utils.errors import ArgumentError
+
 __all__ = [
     "BRANCHES",
     "GUIDANCE",
@@ -77,7 +79,7 @@ def guidance_mode(name: str) -> GuidanceMode:
     try:
         return GUIDANCE_MODES[name]
     except KeyError:
-        raise ValueError(f"guidance must be one of {GUIDANCE}, got {name!r}") from None
+        raise ArgumentError("guidance", f"must be one of {GUIDANCE}, got {name!r}") from None
 
 
 def blend_embeddings(c_hat: torch.Tensor, c_ref: torch.Tensor, lam: float) -> torch.Tensor:
@@ -100,20 +102,20 @@ def blend_embeddings(c_hat: torch.Tensor, c_ref: torch.Tensor, lam: float) -> to
 
 
 def check_reference_weights(weights: Sequence[float], count: int, *, with_c_hat: bool) -> list[float]:
-    """The weights as floats, or a ValueError naming ``reference_weights``: one per reference, each in
-    [0, 1]; beside ``c_hat`` summing to at most 1, without it not all 0."""
+    """The weights as floats, or an :class:`~cafe_core.utils.errors.ArgumentError` naming
+    ``reference_weights``: one per reference, each in [0, 1]; beside ``c_hat`` summing to at most 1,
+    without it not all 0."""
     w = [float(x) for x in weights]
+    name = "reference_weights"
     if len(w) != count:
-        raise ValueError(f"reference_weights: got {len(w)} weights for {count} reference images")
+        raise ArgumentError(name, f"must give one weight per reference image: got {len(w)} weights for {count}")
     if any(not 0.0 <= x <= 1.0 for x in w):
-        raise ValueError(f"reference_weights must each lie in [0, 1], got {w}")
+        raise ArgumentError(name, f"must each lie in [0, 1], got {w}")
     total = sum(w)
     if with_c_hat and total > 1.0 + 1e-6:
-        raise ValueError(
-            f"reference_weights sum to {total:g}: with c_hat they may sum to at most 1 (its share is 1 - sum)"
-        )
+        raise ArgumentError(name, f"sum to {total:g}: with c_hat they may sum to at most 1 (its share is 1 - sum)")
     if not with_c_hat and count and total <= 0:
-        raise ValueError(f"reference_weights must not all be 0 without a c_hat to draw from, got {w}")
+        raise ArgumentError(name, f"must not all be 0 without a c_hat to draw from, got {w}")
     return w
 
 
