@@ -32,6 +32,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .models.assistant import PromptTooLong
     from .utils.images import ImageLoadError, load_image
-    from .workbench.config import ParamsError, load_params, project_root
+    from .workbench.config import ParamsError
 
     if args.command == "export":
         return _export(args)
@@ -191,12 +192,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.command == "grid" and args.message is None and not args.reference:
         raise CliError("say what to draw: a message, or --reference images")
-    _check_device(args.device)
-    root = (args.root or project_root()).resolve()
-    if not (root / "params.yaml").is_file():
-        raise CliError(f"no params.yaml in {root}: run cafe inside the project, or pass --root")
+    root, params = _project(args)
     try:
-        params = load_params(root / "params.yaml", profile=args.profile)
         if args.command == "photo":
             return _photo(params, root, args)
         photos = [np.asarray(load_image(path)) for path in args.image]
@@ -329,20 +326,25 @@ def _blend(weights: list[float] | None, references: int) -> list[float] | None:
     return weights
 
 
-def _export(args) -> int:
-    """``cafe export OUT``: the trained system as one folder in diffusers' layout (``save_pretrained``)."""
+def _project(args) -> tuple[Path, Any]:
+    """The project's root and params (``--root``, ``--profile``), after refusing a device this machine lacks."""
     from .workbench.config import ParamsError, load_params, project_root
 
-    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
-        raise CliError(f"{args.out} exists and is not an empty folder: name a new one")
     _check_device(args.device)
     root = (args.root or project_root()).resolve()
     if not (root / "params.yaml").is_file():
         raise CliError(f"no params.yaml in {root}: run cafe inside the project, or pass --root")
     try:
-        params = load_params(root / "params.yaml", profile=args.profile)
+        return root, load_params(root / "params.yaml", profile=args.profile)
     except ParamsError as err:
         raise CliError(str(err)) from None
+
+
+def _export(args) -> int:
+    """``cafe export OUT``: the trained system as one folder in diffusers' layout (``save_pretrained``)."""
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise CliError(f"{args.out} exists and is not an empty folder: name a new one")
+    root, params = _project(args)
     pipe = _load(params, root, args, assistant=None if args.no_assistant else args.assistant)
     pipe.save_pretrained(args.out)
     print(f"wrote {args.out}: load it with cafe_core.pipeline.CafePipeline.from_pretrained({str(args.out)!r})")

@@ -258,13 +258,10 @@ class CafePipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """diffusers' ``save_pretrained``, with the UNet written as a plain diffusers UNet: the CAFE
         processors' weights are the ``conditioning`` component's, reinstalled when it loads."""
-        from .models.attention import uninstall_cafe_attention
+        from .models.attention import without_cafe_attention
 
-        cafe = uninstall_cafe_attention(self.unet)
-        try:
+        with without_cafe_attention(self.unet):
             super().save_pretrained(save_directory, **kwargs)
-        finally:
-            self.unet.set_attn_processor(cafe)
 
     @classmethod
     def from_params(

@@ -29,11 +29,13 @@ __all__ = [
     "ConditioningConfig",
     "ImageConditioner",
     "cafe_processors",
+    "cross_attention_layers",
     "install_cafe_attention",
     "photos_per_subject",
     "set_cafe_attention_scale",
     "split_tokens",
     "uninstall_cafe_attention",
+    "without_cafe_attention",
 ]
 
 ATTENTION_MODES = ("joint", "decoupled")
@@ -263,34 +265,27 @@ class CafeAttnProcessor(nn.Module):
         return out / attn.rescale_output_factor
 
 
-def install_cafe_attention(unet, config: ConditioningConfig, processors: Sequence[CafeAttnProcessor] | None = None):
-    """Swap every cross-attention processor of ``unet`` for a :class:`CafeAttnProcessor`; returns them
-    in the UNet's layer order.
-
-    ``processors``: the ones to install (a saved generator's), one per cross-attention layer in
-    that order; None starts new ones from the layers' pretrained keys and values. Self-attention
-    layers get diffusers' ``AttnProcessor2_0``.
-    """
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
+def cross_attention_layers(unet) -> dict:
+    """``{processor name: attention layer}`` of every cross-attention of ``unet``, in its layer order."""
     names = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
     if not names:
         raise ValueError("the UNet has no cross-attention layers to condition")
-    if processors is None:
-        processors = [
-            CafeAttnProcessor.from_attention(
-                unet.get_submodule(name.removesuffix(".processor")), config.attention, config.decoupled_scale
-            )
-            for name in names
-        ]
-    processors = list(processors)
-    if len(processors) != len(names):
-        raise ValueError(f"the UNet has {len(names)} cross-attention layers, got {len(processors)} processors")
-    for name, proc in zip(names, processors):
-        to_k = unet.get_submodule(name.removesuffix(".processor")).to_k
-        if proc.shape != (to_k.in_features, to_k.out_features, to_k.bias is not None):
-            raise ValueError(f"{name}: the processor's keys are {proc.shape}, the layer's {tuple(to_k.weight.shape)}")
-    by_name = dict(zip(names, processors))
+    return {name: unet.get_submodule(name.removesuffix(".processor")) for name in names}
+
+
+def install_cafe_attention(unet, processors: Sequence[CafeAttnProcessor]) -> list[CafeAttnProcessor]:
+    """Put ``processors`` (one per cross-attention layer, in the UNet's layer order; see
+    :func:`cross_attention_layers`) into ``unet``; self-attention layers get diffusers' ``AttnProcessor2_0``."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    layers, processors = cross_attention_layers(unet), list(processors)
+    if len(processors) != len(layers):
+        raise ValueError(f"the UNet has {len(layers)} cross-attention layers, got {len(processors)} processors")
+    for (name, layer), proc in zip(layers.items(), processors):
+        k = layer.to_k
+        if proc.shape != (k.in_features, k.out_features, k.bias is not None):
+            raise ValueError(f"{name}: the processor's keys are {proc.shape}, the layer's {tuple(k.weight.shape)}")
+    by_name = dict(zip(layers, processors))
     unet.set_attn_processor(
         {name: by_name[name] if name in by_name else AttnProcessor2_0() for name in unet.attn_processors}
     )
@@ -310,6 +305,17 @@ def uninstall_cafe_attention(unet) -> dict:
     previous = unet.attn_processors
     unet.set_attn_processor(AttnProcessor2_0())
     return previous
+
+
+@contextlib.contextmanager
+def without_cafe_attention(unet):
+    """Within the block ``unet`` has diffusers' default processors (to save it as a plain UNet); the CAFE
+    processors are put back after, whatever happens."""
+    previous = uninstall_cafe_attention(unet)
+    try:
+        yield unet
+    finally:
+        unet.set_attn_processor(previous)
 
 
 @contextlib.contextmanager

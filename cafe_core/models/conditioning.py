@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import torch
 from diffusers import ConfigMixin, ModelMixin  # noqa: F401  (ModelMixin: diffusers' loader looks it up here)
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from .attention import CafeAttnProcessor, ConditioningConfig, ImageConditioner, Tokens, install_cafe_attention
+from .attention import (
+    CafeAttnProcessor,
+    ConditioningConfig,
+    ImageConditioner,
+    cross_attention_layers,
+    install_cafe_attention,
+)
 
 __all__ = ["CafeConditioning"]
 
@@ -60,10 +65,9 @@ class CafeConditioning(ModelMixin, ConfigMixin):
     def for_unet(cls, unet, config: ConditioningConfig) -> CafeConditioning:
         """New conditioning for a pretrained ``unet``: a fresh conditioner, and ``K_d, V_d`` copied from
         each cross-attention layer's keys and values (the start of eq. 3's training). Not installed."""
-        layer_names = [n.removesuffix(".processor") for n in unet.attn_processors if n.endswith("attn2.processor")]
         processors = [
-            CafeAttnProcessor.from_attention(unet.get_submodule(n), config.attention, config.decoupled_scale)
-            for n in layer_names
+            CafeAttnProcessor.from_attention(layer, config.attention, config.decoupled_scale)
+            for layer in cross_attention_layers(unet).values()
         ]
         made = cls(**asdict(config))
         made.processors = nn.ModuleList(processors)
@@ -73,17 +77,4 @@ class CafeConditioning(ModelMixin, ConfigMixin):
 
     def install(self, unet) -> list[CafeAttnProcessor]:
         """Put this conditioning's processors into ``unet``'s cross-attention layers (shared, not copied)."""
-        return install_cafe_attention(unet, self.conditioning_config, list(self.processors))
-
-    def forward(
-        self,
-        c: torch.Tensor | None,
-        d: torch.Tensor | None,
-        keep_c: torch.Tensor | None = None,
-        keep_d: torch.Tensor | None = None,
-        batch_size: int | None = None,
-        photos: int = 1,
-    ) -> Tokens:
-        """The conditioner: ``(c_tokens (B, clip_tokens, width), d_tokens (B, K * N, width))`` from
-        ``c`` (B, clip_dim) and ``d`` (B, N, dino_dim) or (B, K, N, dino_dim); see ``ImageConditioner``."""
-        return self.conditioner(c, d, keep_c, keep_d, batch_size, photos)
+        return install_cafe_attention(unet, self.processors)

@@ -26,7 +26,7 @@ from .attention import (
     Tokens,
     photos_per_subject,
     split_tokens,
-    uninstall_cafe_attention,
+    without_cafe_attention,
 )
 from .conditioning import CafeConditioning
 from .guidance import BRANCHES, guidance_mode
@@ -72,10 +72,10 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         elif conditioning.conditioning_config != config:
             raise ValueError(f"the conditioning's config {conditioning.conditioning_config} is not {config}")
         self.conditioner = conditioning.conditioner
+        conditioning.install(unet)
         # The processors are submodules of the UNet's attention layers already, and the conditioning
-        # holds both parts: plain lists (not registered again) keep every parameter under exactly one
+        # holds both parts: a plain list (not registered again) keeps every parameter under exactly one
         # state-dict key of the generator.
-        self._processors = conditioning.install(unet)
         self._conditioning = [conditioning]
 
     @property
@@ -85,8 +85,8 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
 
     @property
     def processors(self) -> nn.ModuleList:
-        """The CafeAttnProcessors (shared with the UNet), for saving them apart from it."""
-        return nn.ModuleList(self._processors)
+        """The CafeAttnProcessors (shared with the UNet), in its layer order."""
+        return self.conditioning.processors
 
     # --- construction and persistence -------------------------------------------------------------
 
@@ -118,26 +118,20 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return self.trainable_module().state_dict()
 
-    def _conditioning_state(self) -> dict[str, torch.Tensor]:
-        """The tensors CAFE adds to the UNet: conditioner and processors (the UNet is saved apart)."""
-        return self.conditioning.state_dict()
-
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """diffusers layout for the UNet (default processors), our file for the conditioning."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        cafe = uninstall_cafe_attention(self.unet)
-        try:
+        with without_cafe_attention(self.unet):
             self.unet.save_pretrained(path / "unet")
-        finally:
-            self.unet.set_attn_processor(cafe)
         self.scheduler.save_pretrained(path / "scheduler")
         if self.vae is not None:
             self.vae.save_pretrained(path / "vae")
         save_file(
-            {k: v.detach().contiguous().cpu() for k, v in self._conditioning_state().items()}, path / CONDITIONING_FILE
+            {k: v.detach().contiguous().cpu() for k, v in self.conditioning.state_dict().items()},
+            path / CONDITIONING_FILE,
         )
         (path / CONDITIONING_CONFIG).write_text(json.dumps(asdict(self.config), indent=2))
 
