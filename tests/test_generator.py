@@ -121,6 +121,45 @@ def test_min_snr_loss_is_the_weighted_mean_of_per_sample_losses():
     assert gen(target, c, d, **draws, snr_gamma=5.0) < gen(target, c, d, **draws)
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_eq3_trains_what_the_schedulers_prediction_type_says(kind):
+    """SD2-768 predicts the velocity: fine-tuning it on the noise would teach it another task."""
+    from diffusers import DDPMScheduler
+
+    from cafe_core.models.generator import min_snr_weights
+
+    gen = tiny_generator()
+    gen.scheduler = DDPMScheduler(num_train_timesteps=100, prediction_type=kind)
+    c, d = cond(2)
+    target = torch.rand(2, 3, 8, 8) * 2 - 1
+    draws = gen.training_draws(target.shape, torch.Generator().manual_seed(0))
+    draws["timesteps"] = torch.tensor([3, 80])
+    with torch.no_grad():
+        tokens = gen.conditioner(c, d, draws["keep_c"], draws["keep_d"])
+        noisy = gen.scheduler.add_noise(target, draws["noise"], draws["timesteps"])
+        pred = gen.unet(noisy, draws["timesteps"], encoder_hidden_states=tokens).sample
+        wanted = draws["noise"]
+        if kind == "v_prediction":
+            wanted = gen.scheduler.get_velocity(target, draws["noise"], draws["timesteps"])
+        torch.testing.assert_close(gen(target, c, d, **draws), torch.nn.functional.mse_loss(pred, wanted))
+        snr = gen.scheduler.alphas_cumprod[draws["timesteps"]] / (1 - gen.scheduler.alphas_cumprod[draws["timesteps"]])
+        divisor = snr + 1 if kind == "v_prediction" else snr
+        torch.testing.assert_close(
+            min_snr_weights(gen.scheduler, draws["timesteps"], 5.0), snr.clamp(max=5.0) / divisor
+        )
+
+
+def test_a_prediction_type_g_cannot_train_is_refused():
+    from diffusers import DDPMScheduler
+
+    gen = tiny_generator()
+    gen.scheduler = DDPMScheduler(num_train_timesteps=100, prediction_type="sample")
+    c, d = cond(2)
+    target = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="its scheduler says 'sample'"):
+        gen(target, c, d, **gen.training_draws(target.shape, torch.Generator().manual_seed(0)))
+
+
 def test_ema_publishes_the_average_of_the_weights_along_the_run(tmp_path):
     from cafe_core.workbench.training import GeneratorTraining, train_generator
 

@@ -32,21 +32,42 @@ from .conditioning import CafeConditioning
 from .guidance import BRANCHES, guidance_mode
 from .text_to_image import TextToImage, UNetDeviceMixin, decode_images, initial_noise, make_scheduler
 
-__all__ = ["CONDITIONING_CONFIG", "CONDITIONING_FILE", "CafeGenerator", "min_snr_weights"]
+__all__ = [
+    "CONDITIONING_CONFIG",
+    "CONDITIONING_FILE",
+    "PREDICTION_TYPES",
+    "CafeGenerator",
+    "min_snr_weights",
+    "prediction_type",
+]
 
 CONDITIONING_FILE = "cafe_conditioning.safetensors"
 CONDITIONING_CONFIG = "cafe_conditioning.json"
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+"""What a UNet may be trained to predict (its scheduler's ``prediction_type``): SD2-base predicts the
+noise, SD2-768 the velocity ``v`` (Salimans & Ho 2022)."""
+
+
+def prediction_type(scheduler) -> str:
+    """The scheduler's ``prediction_type``, refused unless G can train it."""
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"G trains a UNet that predicts one of {PREDICTION_TYPES}; its scheduler says {kind!r}")
+    return kind
+
+
 def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """(B,) Min-SNR-gamma loss weights of epsilon prediction, ``min(SNR, gamma) / SNR``, from diffusers'
-    ``compute_snr`` (the weighting of its text-to-image training scripts)."""
+    """(B,) Min-SNR-gamma loss weights, from diffusers' ``compute_snr`` (the weighting of its
+    text-to-image training scripts): ``min(SNR, gamma) / SNR`` for epsilon prediction and
+    ``min(SNR, gamma) / (SNR + 1)`` for v prediction."""
     from diffusers.training_utils import compute_snr
 
     if not gamma > 0:
         raise ValueError(f"snr_gamma must be > 0, got {gamma}")
     snr = compute_snr(scheduler, timesteps).clamp_min(1e-12)
-    return snr.clamp(max=gamma) / snr
+    return snr.clamp(max=gamma) / (snr + 1 if prediction_type(scheduler) == "v_prediction" else snr)
 
 
 class CafeGenerator(UNetDeviceMixin, nn.Module):
@@ -180,7 +201,8 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         keep_d: torch.Tensor,
         snr_gamma: float | None = None,
     ) -> torch.Tensor:
-        """Eq. 3: the epsilon-prediction MSE of one batch (a scalar).
+        """Eq. 3: the MSE of one batch (a scalar) between the UNet's output and what its scheduler says
+        it predicts: the noise (epsilon, SD2-base and the world's UNet) or the velocity (SD2-768).
 
         Args:
             target: (B, C, h, w) the targets y in the space the UNet denoises (:meth:`encode_target`).
@@ -202,9 +224,12 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         pred = self.unet(
             self.scheduler.add_noise(target, noise, timesteps), timesteps, encoder_hidden_states=tokens
         ).sample
+        wanted = noise
+        if prediction_type(self.scheduler) == "v_prediction":
+            wanted = self.scheduler.get_velocity(target, noise, timesteps)
         if snr_gamma is None:
-            return F.mse_loss(pred.float(), noise.float())
-        per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+            return F.mse_loss(pred.float(), wanted.float())
+        per_sample = F.mse_loss(pred.float(), wanted.float(), reduction="none").mean(dim=(1, 2, 3))
         return (per_sample * min_snr_weights(self.scheduler, timesteps, snr_gamma)).mean()
 
     def training_draws(self, target_shape: tuple, generator: torch.Generator, drop_p: float = 0.1) -> dict:
