@@ -22,6 +22,27 @@ def dreambench() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_sd2_hub(tmp_path_factory) -> Path:
+    """A Hugging Face cache holding every `sd2` checkpoint and the variants, tiny and random, in the
+    real layouts (`cafe_core.testing.checkpoints`); set HF_HUB_CACHE to it to use it."""
+    from cafe_core.testing.checkpoints import write_tiny_checkpoints
+
+    cache = tmp_path_factory.mktemp("hf-cache")
+    write_tiny_checkpoints(cache, layout="hub", variants=True)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_sd2_root(tmp_path_factory) -> Path:
+    """The same `sd2` checkpoints as `<root>/<repo id>` folders: a model root."""
+    from cafe_core.testing.checkpoints import write_tiny_checkpoints
+
+    root = tmp_path_factory.mktemp("sd2-models")
+    write_tiny_checkpoints(root)
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(tmp_path, monkeypatch):
     """Tests never write into the project's MLflow store."""

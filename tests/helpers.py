@@ -1,8 +1,7 @@
-"""Helpers shared by the tests: the Hub cache layout and tiny params (tiny models: `cafe_core.testing`)."""
+"""Helpers shared by the tests: git, tiny params (tiny models and the Hub cache layout: `cafe_core.testing`)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -15,26 +14,6 @@ def git_commit(root: Path, message: str = "state") -> str:
     for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", message]):
         subprocess.run(cmd, cwd=root, env=env, capture_output=True, check=True)
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-
-
-def write_hub_cache(cache: Path, repo_id: str, source: Path, revision: str = "main") -> Path:
-    """Copy ``source`` into ``cache`` in the Hub cache layout (blobs, snapshot symlinks, refs)."""
-    repo_dir = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    snapshot = repo_dir / "snapshots" / commit
-    for file in sorted(source.rglob("*")):
-        if not file.is_file():
-            continue
-        data = file.read_bytes()
-        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = snapshot / file.relative_to(source)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / revision).write_text(commit)
-    return snapshot
 
 
 def tiny_raw(steps: int = 4) -> dict:

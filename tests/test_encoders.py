@@ -12,9 +12,8 @@ from PIL import Image
 
 from cafe_core.models.encoders import ClipEncoder, DinoEncoder, FaceEmbedder, IdentityEmbedder, ImageTransform
 from cafe_core.testing import tiny_clip_config, tiny_dinov2_config, tiny_vit_config, tiny_word_tokenizer
+from cafe_core.testing.checkpoints import write_hub_cache
 from cafe_core.utils.hub import ModelNotFoundError
-
-from helpers import write_hub_cache
 
 IMAGE = 32
 WORDS = "a photo of the dog cat toy red blue green on beach with hat in snow".split()

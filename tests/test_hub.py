@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cafe_core.testing.checkpoints import write_hub_cache
 from cafe_core.utils.hub import ENV_MODEL_ROOT, ModelNotFoundError, hf_hub_cache_dir, resolve_model
-
-from helpers import write_hub_cache
 
 REPO_ID = "tiny-org/tiny-model"
 

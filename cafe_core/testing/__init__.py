@@ -101,7 +101,7 @@ def tiny_clip_encoder(
     tokenizer over ``words`` (others map to ``<unk>``) or the given ``tokenizer``."""
     from transformers import CLIPModel
 
-    from .models.encoders import ClipEncoder
+    from ..models.encoders import ClipEncoder
 
     tokenizer = tokenizer or tiny_word_tokenizer(words)
     config = tiny_clip_config(
@@ -133,7 +133,7 @@ def tiny_dino_encoder(image_size: int = 32, seed: int = 1):
     """A random tiny DINOv2 behind :class:`~cafe_core.models.encoders.DinoEncoder`."""
     from transformers import Dinov2Model
 
-    from .models.encoders import DinoEncoder
+    from ..models.encoders import DinoEncoder
 
     torch.manual_seed(seed)
     return DinoEncoder(Dinov2Model(tiny_dinov2_config(image_size)))
@@ -156,7 +156,7 @@ def tiny_face_embedder(image_size: int = 32, seed: int = 2):
     """A random tiny ViT behind :class:`~cafe_core.models.encoders.FaceEmbedder`."""
     from transformers import ViTModel
 
-    from .models.encoders import FaceEmbedder
+    from ..models.encoders import FaceEmbedder
 
     torch.manual_seed(seed)
     return FaceEmbedder(ViTModel(tiny_vit_config(image_size), add_pooling_layer=False))
@@ -219,7 +219,7 @@ def tiny_sd2_configs() -> dict[str, Any]:
     """
     from transformers import CLIPConfig, Dinov2Config, LlamaConfig
 
-    from .models.reference import reference_config
+    from ..models.reference import reference_config
 
     sd2 = "stabilityai/stable-diffusion-2-base"
     unet, vae = reference_config(sd2, subfolder="unet"), reference_config(sd2, subfolder="vae")
@@ -267,8 +267,8 @@ def tiny_generator(attention: str = "joint", seed: int = 0):
     """G on :func:`tiny_unet`, reading two CLIP tokens and 16 DINO tokens, with a 100-step DDPM schedule."""
     from diffusers import DDPMScheduler
 
-    from .models.attention import ConditioningConfig
-    from .models.generator import CafeGenerator
+    from ..models.attention import ConditioningConfig
+    from ..models.generator import CafeGenerator
 
     cfg = ConditioningConfig(
         TINY_CLIP_DIM, TINY_DINO_DIM, TINY_DINO_TOKENS, cross_attention_dim=24, clip_tokens=2, attention=attention
@@ -457,12 +457,12 @@ def tiny_pipeline(*, assistant: bool = True, seed: int = 0):
     world's chat tokenizer (``assistant=False``: the fast path only). Photos may be any size."""
     from diffusers import DDPMScheduler
 
-    from .models.assistant import AssistantConfig, CafeAssistant
-    from .models.attention import ConditioningConfig
-    from .models.generator import CafeGenerator
-    from .pipeline import CafePipeline, Sampling
-    from .world import World
-    from .world.datasets import build_tokenizer
+    from ..models.assistant import AssistantConfig, CafeAssistant
+    from ..models.attention import ConditioningConfig
+    from ..models.generator import CafeGenerator
+    from ..pipeline import CafePipeline, Sampling
+    from ..world import World
+    from ..world.datasets import build_tokenizer
 
     clip, dino = tiny_clip_encoder(["a"], seed=seed), tiny_dino_encoder(seed=seed + 1)
     cfg = ConditioningConfig(24, 32, 16, cross_attention_dim=24, clip_tokens=2)
