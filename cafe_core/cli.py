@@ -8,6 +8,7 @@
     cafe chat --image photo.png --reference scene.png --blend 0.5 "Show me this ball on the beach."
     cafe chat --image photo.png --clip-scale 5 --dino-scale 1.5 --steps 25 "Draw this ball in the snow."
     cafe export cafe-mini/     # the whole trained system as one diffusers folder: CafePipeline.from_pretrained
+    cafe score samples/ip_adapter/   # any method's images in DreamBench++'s layout: DINO, CLIP-I, CLIP-T
 
 Sampling knobs (both commands): --clip-scale (s_c: how strongly to draw what is asked), --dino-scale
 (s_d: how faithfully to keep the photo's subject), --steps, --scheduler, --guidance; defaults are the
@@ -129,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--generator", default=None, help="trained generator (default: the assistant's)")
     export.add_argument("--training-seed", type=int, default=None, help="which training seed (default: the first)")
 
+    score = sub.add_parser(
+        "score",
+        help="score a samples folder in DreamBench++'s layout (CAFE's or any method's): DINO, CLIP-I, CLIP-T",
+    )
+    score.add_argument("samples", type=Path, help="a folder with src_image/, tgt_image/ and text/ (same names)")
+
     photo = sub.add_parser("photo", help="write a held-out subject's photo to chat about, and a request to try")
     photo.add_argument("--domain", default="object", help="object or face (the evaluation data's domains)")
     photo.add_argument("--index", type=int, default=0, help="which held-out subject (0, 1, ...)")
@@ -180,6 +187,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "export":
         return _export(args)
+    if args.command == "score":
+        return _score(args)
     if args.command != "photo":
         for flag, value in (("--num-images", args.num_images), ("--steps", args.steps)):
             if value is not None and value < 1:
@@ -351,19 +360,47 @@ def _export(args) -> int:
     return 0
 
 
+def _score(args) -> int:
+    """``cafe score SAMPLES``: the profile's evaluation encoders on a samples folder; prints the summary."""
+    import torch
+
+    from .benchmarks.samples import SCORES, SUMMARY, score_samples
+    from .models.encoders import ClipEncoder, DinoEncoder
+    from .workbench.paths import ProjectPaths
+
+    root, params = _project(args)
+    model_root = ProjectPaths(root).model_root(params.profile)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root, device=device)
+    dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root, device=device)
+    try:
+        summary = score_samples(args.samples, clip, dino)
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from None
+    print(
+        f"{args.samples}: {summary['images']} images of {summary['subjects']} subjects; "
+        + ", ".join(f"{m} {summary[m]:.4f}" for m in ("DINO", "CLIP-I", "CLIP-T"))
+    )
+    print(f"per image: {args.samples / SCORES}; summary: {args.samples / SUMMARY}")
+    return 0
+
+
 def _load(params, root: Path, args, *, assistant: str | None):
     """The trained pipeline, with the assistant ``assistant`` (None: the fast path alone)."""
     from .pipeline import CafePipeline
     from .utils.hub import ModelNotFoundError
 
     hint = ""
-    if params.profile.name == "mini":
+    if params.profile.model_root is not None:  # a profile whose models this project builds
         stage = (
             f"train_assistant@{assistant}"
             if assistant is not None
             else f"train_generator@{args.generator or params.variants[params.fidelity.variant].generator}"
         )
-        hint = f"\nThe mini profile's models are built, not downloaded: run `bin/with-env dvc repro {stage}` in {root}."
+        hint = (
+            f"\nThe {params.profile.name} profile's models are built, not downloaded: "
+            f"run `bin/with-env dvc repro {stage}` in {root}."
+        )
     try:
         return CafePipeline.from_params(
             params,

@@ -316,8 +316,12 @@ class CafePipeline(DiffusionPipeline):
             )
         return cls.from_parts(
             lm,
-            ClipEncoder.from_pretrained(spec.clip, model_root=model_root, device=device, dtype=dtype),
-            DinoEncoder.from_pretrained(spec.dino, model_root=model_root, device=device, dtype=dtype),
+            ClipEncoder.from_pretrained(
+                params.profile.encoder(spec.clip), model_root=model_root, device=device, dtype=dtype
+            ),
+            DinoEncoder.from_pretrained(
+                params.profile.encoder(spec.dino), model_root=model_root, device=device, dtype=dtype
+            ),
             CafeGenerator.from_pretrained(gen_dir, device=device, dtype=dtype),
             Sampling.from_params(params.generator, read_guidance(root)),
             max_new_tokens=params.assistant.max_new_tokens,

@@ -81,6 +81,23 @@ def test_shipped_sd2_settings_use_the_papers_assistant_optimiser(project_root):
     assert (sd2.batch_size, sd2.lr) == (paper.batch_size, paper.lr) == (128, 2e-3)
 
 
+def test_shipped_sd2_settings_train_g_with_the_papers_optimiser(project_root):
+    sd2 = load_params(project_root / "params.yaml", profile="sd2").generator
+    assert (sd2.batch_size, sd2.lr) == (64, 2e-5)  # paper, section 4: AdamW, lr 2e-5, batch 64
+
+
+@pytest.mark.parametrize(("name", "processes"), [("one-node-8-gpus", 8), ("two-nodes-8-gpus", 16)])
+def test_accelerate_configs_split_the_papers_global_batches(project_root, name, processes):
+    """Each process takes an equal share of each step's batch (training refuses a batch that does not divide)."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(project_root / "configs/accelerate" / f"{name}.yaml")
+    assert config.num_processes == processes and config.mixed_precision == "bf16"
+    assert config.distributed_type == "MULTI_GPU" and config.num_machines == processes // 8
+    sd2 = load_params(project_root / "params.yaml", profile="sd2")
+    assert sd2.generator.batch_size % processes == 0 and sd2.assistant.batch_size % processes == 0
+
+
 def test_shipped_sd2_settings_filter_at_the_papers_thresholds_and_read_real_data(project_root):
     from cafe_core.data.filter import SD2_FILTER
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cafe_core.benchmarks.metrics import CONTEXT, fidelity_figures
-from cafe_core.workbench.stages.fidelity import fidelity_report, probe_folder
+from cafe_core.workbench.paths import ProjectPaths
+from cafe_core.workbench.stages.fidelity import fidelity_report
 from cafe_core.world import World, WorldConfig
 from cafe_core.world.datasets import render_set
 from cafe_core.world.fidelity import (
@@ -95,7 +96,7 @@ def test_fidelity_figures_count_only_judged_attributes():
 @pytest.mark.slow  # pretrains the tiny world and its probe
 def test_probe_stage_saves_a_probe_that_describes_itself(tiny_world):
     params, root = tiny_world
-    probe = FidelityProbe.from_pretrained(probe_folder(params, root))
+    probe = FidelityProbe.from_pretrained(ProjectPaths(root).foundation_model("fidelity_probe"))
     assert probe.groups == label_groups(World(WorldConfig(**vars(params.world))))
     accuracy = json.loads((root / "results/fidelity/probe.json").read_text())
     for domain in ("object", "face"):

@@ -76,6 +76,13 @@ def test_variants_and_table(trained):
         assert all(isinstance(v, float) for scores in result.values() for v in scores.values())
         assert (root / f"results/variants/{variant}/samples/object.png").is_file()
         assert read_scores(root, variant) == result
+        # every image in DreamBench++'s layout, per training seed, scored against its one input photo
+        for part in ["truth"] if variant == "real_images" else [f"seed-{s}" for s in params.seeds]:
+            peer = ProjectPaths(root).variant_peer_samples(variant) / part
+            e = params.evaluation
+            drawn = (e.object_subjects + e.face_subjects) * e.prompts * e.images_per_prompt
+            assert json.loads((peer / "summary.json").read_text())["images"] == drawn
+            assert len((peer / "scores.jsonl").read_text().splitlines()) == drawn
     real = json.loads((root / "results/variants/real_images/metrics.json").read_text())
     assert -1 <= real["real_images"]["object"]["DINO"] <= 1 and -1 <= real["real_images"]["face"]["ID"] <= 1
     files = [json.loads((root / f"results/variants/{v}/metrics.json").read_text()) for v in ("both", "clip_only")]
@@ -170,6 +177,8 @@ def test_a_killed_evaluation_resumes_at_the_seed_it_was_scoring(trained, monkeyp
     assert sorted(grids) == ["face.png", "object.png"]
     for png in samples.glob("*.png"):
         png.unlink()
+    peer = ProjectPaths(root).variant_peer_samples("clip_only") / f"seed-{params.seeds[0]}/scores.jsonl"
+    scores = peer.read_text()
 
     def no_drawing(*args, **kwargs):
         raise AssertionError("a scored training seed was drawn again")
@@ -177,6 +186,7 @@ def test_a_killed_evaluation_resumes_at_the_seed_it_was_scoring(trained, monkeyp
     monkeypatch.setattr(evaluate._Drawer, "for_variant", no_drawing)
     assert evaluate_variant(params, root, "clip_only") == first
     assert {png.name: png.read_bytes() for png in samples.glob("*.png")} == grids  # the first seed's drawings
+    assert peer.read_text() == scores  # the kept seed's images and per-image scores, copied again
 
 
 def test_fast_path_takes_reference_images(trained):

@@ -136,3 +136,27 @@ def test_error_survives_pickling(clean_env: Path) -> None:
         resolve_model("facebook/dinov2-giant")
     copy = pickle.loads(pickle.dumps(caught.value))
     assert str(copy) == str(caught.value) and copy.looked == caught.value.looked
+
+
+def test_a_checkpoint_pin_names_the_snapshot_and_its_blobs_not_the_path(
+    clean_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What DVC tracks for a real checkpoint: the same snapshot pins the same in any cache, another differs."""
+    from cafe_core.workbench.pins import checkpoint_pin
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = make_model_folder(tmp_path / "source", with_unet=True)
+    snapshot = write_hub_cache(clean_env, REPO_ID, source)
+    pin = checkpoint_pin(REPO_ID)
+    assert pin["name"] == REPO_ID and pin["revision"] == snapshot.name and str(clean_env) not in str(pin)
+    assert set(pin["files"]) == {"config.json", "unet/config.json"}
+    other = tmp_path / "other-cache"
+    write_hub_cache(other, REPO_ID, source)
+    monkeypatch.setenv("HF_HUB_CACHE", str(other))
+    assert checkpoint_pin(REPO_ID) == pin
+    (source / "config.json").write_text('{"model_type": "tinier"}')
+    write_hub_cache(other, REPO_ID, source)
+    assert checkpoint_pin(REPO_ID)["files"]["config.json"] != pin["files"]["config.json"]
+    local = checkpoint_pin(source)  # a plain folder: size and modification time stand for content
+    size = (source / "config.json").stat().st_size
+    assert local["revision"] is None and local["files"]["config.json"].startswith(f"{size}:")

@@ -1,6 +1,8 @@
 """The package's one rule, and the layers around it: the method's models import neither the world nor
 the workbench, so they run on any data with any plumbing (and both profiles build the same classes)."""
 
+import ast
+
 import pytest
 
 from cafe_core.workbench.code_deps import PACKAGE, import_closure
@@ -53,3 +55,17 @@ def test_every_module_lives_in_a_known_layer():
     }
     stray = [m for m in MODULES if m not in top and _layer(m) not in layers]
     assert not stray, f"modules outside the layers: {stray}"
+
+
+def test_no_code_branches_on_a_profiles_name():
+    """Configuration and data decide: no module compares anything with a profile's name."""
+    from cafe_core.workbench.config import PROFILES
+
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                constants = [c.value for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+                if set(constants) & set(PROFILES):
+                    offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not offenders, offenders

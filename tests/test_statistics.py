@@ -52,6 +52,14 @@ def test_a_claim_is_judged_on_the_paired_difference(shift, verdict):
     assert out["ci95"][0] <= out["difference"] <= out["ci95"][1]
 
 
+def test_a_claim_on_a_domain_the_data_lacks_is_not_measured_rather_than_decided():
+    """DreamBench has objects only: a claim about faces gets no verdict, and says why."""
+    scores = {"higher": {0: _rows({"a": 0.5}, domain="object")}, "lower": {0: _rows({"a": 0.4}, domain="object")}}
+    out = judge(Claim("higher beats lower", "ID", "face", "higher", "lower"), scores, seed=0)
+    assert out["verdict"] == "not_measured" and out["difference"] is None and out["ci95"] is None
+    assert "share no scored face subject" in out["why"]
+
+
 def test_rows_with_intervals_are_means_over_seeds_and_subjects():
     rows = {0: _rows({"a": 0.2, "b": 0.4}) + _rows({"a": 0.5}, "CLIP-T", "object"), 1: _rows({"a": 0.4, "b": 0.6})}
     face, obj = interval_rows("both", rows, seed=0)

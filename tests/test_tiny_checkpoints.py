@@ -27,7 +27,8 @@ def offline_hub(tiny_sd2_hub, monkeypatch, no_network):
 
 
 def test_every_model_the_profile_names_is_written():
-    named = {SD2.clip, SD2.dino, SD2.lm, SD2.text_to_image, SD2.eval_clip, SD2.eval_dino, SD2.face_id}
+    named = {SD2.clip, SD2.dino, SD2.clip_small, SD2.dino_small, SD2.lm, SD2.text_to_image}
+    named |= {SD2.eval_clip, SD2.eval_dino, SD2.face_id}
     assert named == set(SD2_CHECKPOINTS)
     assert not named & set(VARIANT_CHECKPOINTS)
 

@@ -3,7 +3,8 @@
 A claim says one row scores higher than another on one metric and domain (the paper evaluates
 its ablations on faces: ID and CLIP-T). Its verdict comes from the paired difference of the two
 rows, cell by cell over (training seed, subject), and that difference's 95% interval:
-``holds`` when the interval lies above zero, ``reversed`` when below, ``within_noise`` otherwise.
+``holds`` when the interval lies above zero, ``reversed`` when below, ``within_noise`` otherwise;
+``not_measured`` when the evaluation data has no subject of the claim's domain for both rows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 
 from .statistics import score_grid, seeds_and_subjects_interval
 
-__all__ = ["CLAIMS", "Claim", "judge"]
+__all__ = ["CLAIMS", "NOT_MEASURED", "Claim", "judge"]
+
+NOT_MEASURED = "not_measured"
 
 
 @dataclass(frozen=True)
@@ -70,19 +73,25 @@ def judge(claim: Claim, scores: Mapping[str, Mapping[int, list[dict]]], *, seed:
         {r["subject"] for s in seeds for r in a[s] if r["domain"] == claim.domain}
         & {r["subject"] for s in seeds for r in b[s] if r["domain"] == claim.domain}
     )
-    if not seeds or not subjects:
-        raise ValueError(f"{claim.higher} and {claim.lower} share no scored {claim.domain} subject")
+    record = {"claim": claim.claim, "metric": claim.metric, "domain": claim.domain}
+    record.update(higher=claim.higher, lower=claim.lower)
+    if not seeds or not subjects:  # e.g. DreamBench has no faces: the claim is not measured, not decided
+        return {
+            **record,
+            "difference": None,
+            "ci95": None,
+            "verdict": NOT_MEASURED,
+            "why": f"{claim.higher} and {claim.lower} share no scored {claim.domain} subject",
+            "seeds": 0,
+            "subjects": 0,
+        }
     diff = score_grid({s: a[s] for s in seeds}, claim.metric, claim.domain, subjects) - score_grid(
         {s: b[s] for s in seeds}, claim.metric, claim.domain, subjects
     )
     interval = seeds_and_subjects_interval(diff, seed=seed)
     verdict = "holds" if interval.low > 0 else "reversed" if interval.high < 0 else "within_noise"
     return {
-        "claim": claim.claim,
-        "metric": claim.metric,
-        "domain": claim.domain,
-        "higher": claim.higher,
-        "lower": claim.lower,
+        **record,
         "difference": interval.mean,
         "ci95": [interval.low, interval.high],
         "verdict": verdict,

@@ -120,8 +120,7 @@ def write_table(
         markdown += ["", "| claim (paper) | metric | domain | difference | 95% interval | verdict |"]
         markdown += ["| --- | --- | --- | --- | --- | --- |"]
         markdown += [
-            f"| {v['claim']} | {v['metric']} | {v['domain']} | {v['difference']:+.3f} | "
-            f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] | {v['verdict'].replace('_', ' ')} |"
+            f"| {v['claim']} | {v['metric']} | {v['domain']} | {_difference(v)} | {v['verdict'].replace('_', ' ')} |"
             for v in verdicts
         ]
     markdown += list(notes)
@@ -170,3 +169,11 @@ def _seeds(seeds: list[int]) -> str:
 
 def _md_line(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def _difference(verdict: Mapping) -> str:
+    """The difference and interval cells of a verdict; empty where the claim was not measured."""
+    if verdict["difference"] is None:
+        return " | "
+    low, high = verdict["ci95"]
+    return f"{verdict['difference']:+.3f} | [{low:+.3f}, {high:+.3f}]"

@@ -20,7 +20,8 @@ The repositories (:data:`SD2_CHECKPOINTS`) and what each keeps of the real one:
 - ``meta-llama/Llama-2-13b-chat-hf``: ``LlamaForCausalLM`` in sharded safetensors with an index,
   ``generation_config.json`` (sampling defaults of the chat model), a byte-fallback BPE tokenizer with
   Llama-2's ``<s>``/``</s>``/``<unk>`` ids and Llama-2-chat's chat template in ``tokenizer_config.json``;
-- ``openai/clip-vit-base-patch32`` and ``facebook/dino-vits16``: the evaluation encoders;
+- ``openai/clip-vit-base-patch32`` and ``facebook/dino-vits16``: the evaluation encoders (CLIP B/32
+  also table 5's smaller E_c, beside ``facebook/dinov2-base``, its smaller E_d);
 - ``arcface_w600k_r50``: an ONNX face-recognition network in insightface's layout (``model.onnx``).
 
 Variants (``variants=True``, :data:`VARIANT_CHECKPOINTS`): what real checkpoints have and the
@@ -103,8 +104,8 @@ def _clip(folder: Path, *, image_size: int, patch_size: int, projection_dim: int
     ).save_pretrained(folder)
 
 
-def _dinov2(folder: Path, *, registers: int = 0, seed: int) -> None:
-    """DINOv2-giant's layout (SwiGLU, patch 14 at 518) and its processor (resize 256, crop 224)."""
+def _dinov2(folder: Path, *, registers: int = 0, swiglu: bool = True, seed: int) -> None:
+    """DINOv2's layout (patch 14 at 518; giant's SwiGLU, base's MLP) and its processor (resize 256, crop 224)."""
     from transformers import (
         BitImageProcessor,
         Dinov2Config,
@@ -117,10 +118,10 @@ def _dinov2(folder: Path, *, registers: int = 0, seed: int) -> None:
     torch.manual_seed(seed)
     if registers:
         model = Dinov2WithRegistersModel(
-            Dinov2WithRegistersConfig(**shape, use_swiglu_ffn=True, num_register_tokens=registers)
+            Dinov2WithRegistersConfig(**shape, use_swiglu_ffn=swiglu, num_register_tokens=registers)
         )
     else:
-        model = Dinov2Model(Dinov2Config(**shape, use_swiglu_ffn=True))
+        model = Dinov2Model(Dinov2Config(**shape, use_swiglu_ffn=swiglu))
     model.save_pretrained(folder)
     BitImageProcessor(
         size={"shortest_edge": 256},
@@ -270,6 +271,7 @@ SD2_CHECKPOINTS: dict[str, Writer] = {
         f, image_size=336, patch_size=14, projection_dim=768, seed=s
     ),
     "facebook/dinov2-giant": lambda f, s: _dinov2(f, seed=s),
+    "facebook/dinov2-base": lambda f, s: _dinov2(f, seed=s, swiglu=False),
     "meta-llama/Llama-2-13b-chat-hf": lambda f, s: _llama(f, kv_heads=4, seed=s),
     "openai/clip-vit-base-patch32": lambda f, s: _clip(f, image_size=224, patch_size=32, projection_dim=512, seed=s),
     "facebook/dino-vits16": lambda f, s: _dino_vits16(f, seed=s),

@@ -36,11 +36,44 @@ class Profile:
     model_root: str | None
     clip: str  # E_c: conditioning CLIP (global embedding, patch features for the assistant)
     dino: str  # E_d: DINO patch tokens for the UNet
+    clip_small: str  # table 5's smaller E_c
+    dino_small: str  # table 5's smaller E_d
     lm: str  # the assistant's frozen causal LM
     text_to_image: str  # the base text-to-image model (UNet, scheduler, text encoder [, VAE])
     eval_clip: str  # CLIP-I and CLIP-T (never the conditioning CLIP)
     eval_dino: str  # DINO image similarity
     face_id: str  # identity similarity for the faces protocol (a ViT folder, or model.onnx: load_face_embedder)
+
+    def checkpoint(self, role: str) -> str:
+        """The checkpoint this profile names for ``role``: a foundation model's name in the stages,
+        ``dvc.yaml`` and ``params.yaml`` (:data:`ROLES`), so the same pipeline serves every profile."""
+        if role not in ROLES:
+            raise ParamsError(f"unknown model role {role!r}; roles: {', '.join(ROLES)}")
+        return getattr(self, ROLES[role])
+
+    def encoder(self, role: str) -> str:
+        """The checkpoint of a conditioning encoder that ``params.yaml: generators`` names."""
+        if role not in ENCODER_ROLES:
+            raise ParamsError(f"unknown encoder {role!r}; a generator reads one of {', '.join(ENCODER_ROLES)}")
+        return self.checkpoint(role)
+
+
+ROLES = {
+    "clip": "clip",
+    "clip_eval": "eval_clip",
+    "clip_small": "clip_small",
+    "dino": "dino",
+    "dino_eval": "eval_dino",
+    "dino_small": "dino_small",
+    "face_id": "face_id",
+    "lm": "lm",
+    "t2i": "text_to_image",
+}
+"""Each foundation model's role (its folder under ``models/world``) and the :class:`Profile` field
+naming its checkpoint; in ``mini`` the two agree."""
+
+ENCODER_ROLES = ("clip", "clip_small", "dino", "dino_small")
+"""The conditioning encoders a generator may read."""
 
 
 PROFILES: dict[str, Profile] = {
@@ -49,6 +82,8 @@ PROFILES: dict[str, Profile] = {
         model_root="models/world",
         clip="clip",
         dino="dino",
+        clip_small="clip_small",
+        dino_small="dino_small",
         lm="lm",
         text_to_image="t2i",
         eval_clip="clip_eval",
@@ -60,6 +95,8 @@ PROFILES: dict[str, Profile] = {
         model_root=None,
         clip="openai/clip-vit-large-patch14-336",
         dino="facebook/dinov2-giant",
+        clip_small="openai/clip-vit-base-patch32",
+        dino_small="facebook/dinov2-base",
         lm="meta-llama/Llama-2-13b-chat-hf",
         text_to_image="stabilityai/stable-diffusion-2-base",
         eval_clip="openai/clip-vit-base-patch32",
@@ -249,9 +286,10 @@ class GeneratorParams:
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """Which conditioning encoders a trained G reads (names resolved in the profile's model root),
-    and the dataset it trains on (``data/datasets/<data>``; a dataset made per training seed, as
-    self-distillation's is, in ``<data>/seed-<s>``)."""
+    """Which conditioning encoders a trained G reads (roles: ``clip`` or ``clip_small``, ``dino`` or
+    ``dino_small``, each profile's checkpoints: :meth:`Profile.encoder`), and the dataset it trains
+    on (``data/datasets/<data>``; a dataset made per training seed, as self-distillation's is, in
+    ``<data>/seed-<s>``)."""
 
     clip: str
     dino: str
@@ -491,6 +529,15 @@ def _check_references(params: Params, source: str) -> None:
 
     if not params.seeds or len(set(params.seeds)) != len(params.seeds):
         raise ParamsError(f"{source}: key 'seeds' must be a non-empty list of distinct seeds, got {params.seeds}")
+    for name, spec in params.generators.items():
+        for key, role, kinds in (
+            ("clip", spec.clip, ("clip", "clip_small")),
+            ("dino", spec.dino, ("dino", "dino_small")),
+        ):
+            if role not in kinds:
+                raise ParamsError(
+                    f"{source}: key 'generators.{name}.{key}' must be one of {', '.join(kinds)}, got {role!r}"
+                )
     for name, spec in params.assistants.items():
         need(f"assistants.{name}.generator", spec.generator, params.generators, "generators")
     for name, spec in params.variants.items():

@@ -34,6 +34,12 @@ class ProjectPaths:
         checkpoints, resolved through ``CAFE_MODEL_ROOT`` or the Hugging Face cache."""
         return self.root / profile.model_root if profile.model_root else None
 
+    def foundation_model(self, role: str) -> Path:
+        """``models/world/<role>``: the output of ``pretrain_world`` for a foundation model's role
+        (:data:`~cafe_core.workbench.config.ROLES`): mini's pretrained model, or a real profile's
+        record of its checkpoint."""
+        return self.models / "world" / role
+
     def generator(self, name: str, seed: int) -> Path:
         """G ``name`` trained with training seed ``seed``: ``models/generator/<name>/seed-<seed>``."""
         return self.models / "generator" / name / f"seed-{seed}"
@@ -117,6 +123,12 @@ class ProjectPaths:
     def variant_subjects(self, name: str) -> Path:
         """A variant's scores per held-out subject, which the intervals resample."""
         return self.variant(name) / "subjects.json"
+
+    def variant_peer_samples(self, name: str) -> Path:
+        """Every image a variant drew, per training seed, in DreamBench++'s layout
+        (:mod:`cafe_core.benchmarks.samples`): ``seed-<s>/{src_image,tgt_image,text}/``, with
+        ``scores.jsonl`` and ``summary.json``; what another harness reads, beside a peer's folder."""
+        return self.variant(name) / "dreambench"
 
     def variant_samples(self, name: str) -> Path:
         """A variant's sample grids, ``<domain>.png``: a DVC-cached output and image plot."""

@@ -41,20 +41,25 @@ WORDS_AND_PICTURE = {
 """Figures of the report -> the assistant's quality figures they are read from (``quality.json``)."""
 
 
-def probe_folder(params: Params, root: Path) -> Path:
-    model_root = ProjectPaths(root).model_root(params.profile)
-    if model_root is None:
-        raise ValueError(
-            f"profile {params.profile.name!r} uses real checkpoints: the fidelity probe needs the world's ground truth"
-        )
-    return model_root / PROBE_FOLDER
+UNAVAILABLE = "unavailable.json"
+"""What ``fidelity_probe`` writes in the probe's place under a profile of real checkpoints."""
 
 
 def fidelity_probe_stage(params: Params, root: Path) -> dict:
-    """Train the probe unless its folder is up to date; measure it on held-out true renders."""
+    """Train the probe unless its folder is up to date; measure it on held-out true renders.
+
+    The probe learns the world's labels, so only ``mini`` has one: under a profile of real
+    checkpoints the stage writes why in the probe's folder and no accuracy, and ``dvc repro`` goes on.
+    """
     paths = ProjectPaths(root)
     p = params.fidelity.probe
-    out = probe_folder(params, root)
+    out = paths.foundation_model(PROBE_FOLDER)
+    if paths.model_root(params.profile) is None:
+        why = f"profile {params.profile.name!r} has no world: the fidelity probe needs the world's ground truth"
+        logger.warning("fidelity_probe: %s", why)
+        atomic_write_json(out / UNAVAILABLE, {"why": why})
+        atomic_write_json(paths.fidelity_results / "probe.json", {})
+        return {}
     world = make_world(params)
     key = config_hash(to_dict(params.world), to_dict(p), params.seed, code_digest("cafe_core.world.fidelity"))
     ckpt = paths.checkpoints("world") / f"{PROBE_FOLDER}-{key}"
@@ -90,7 +95,7 @@ def fidelity_report(params: Params, root: Path, *, resamples: int = 2000) -> dic
         raise KeyError(f"fidelity.variant {system!r} is not a key of params.yaml `variants` ({known})")
     paths = ProjectPaths(root)
     with tracking.start_run("fidelity", params, log_params={"variant": system}, root=root):
-        scores, ceiling = read_scores(root, system), read_scores(root, REAL_IMAGES)
+        scores, ceiling = read_scores(root, system), read_scores(root, REAL_IMAGES)  # {} without true images
         by_seed = rows_by_seed(read_subject_scores(root, system))
         quality = read_quality(root, system) or {}
         report: dict[str, dict] = {}
@@ -104,13 +109,13 @@ def fidelity_report(params: Params, root: Path, *, resamples: int = 2000) -> dic
                 interval = seeds_and_subjects_interval(grid, seed=params.seed, resamples=resamples)
                 figures[FIGURES.get(metric, metric)] = {
                     "value": mine[metric],
-                    "ceiling": ceiling[domain].get(metric),
+                    "ceiling": ceiling.get(domain, {}).get(metric),
                     "ci95": [interval.low, interval.high],
                     "half_width_from_seeds": interval.seeds_half_width,
                     "half_width_from_subjects": interval.subjects_half_width,
                 }
             figures["per_attribute"] = {
-                metric.removeprefix("attribute."): {"value": value, "ceiling": ceiling[domain].get(metric)}
+                metric.removeprefix("attribute."): {"value": value, "ceiling": ceiling.get(domain, {}).get(metric)}
                 for metric, value in mine.items()
                 if metric.startswith("attribute.")
             }

@@ -1,4 +1,5 @@
-"""Stages ``pretrain_world`` and ``pretrain_world_small``: CAFE-mini's foundation models and their probes.
+"""Stages ``pretrain_world`` and ``pretrain_world_small``: CAFE-mini's foundation models and their probes;
+under a profile of real checkpoints (``sd2``), a record of which checkpoint each role resolves to.
 
 The paper takes CLIP, DINOv2, Llama-2 and Stable Diffusion 2 off the shelf; CAFE-mini trains each
 inside the world (:mod:`cafe_core.world.pretrain`), then measures on held-out subjects that each
@@ -17,14 +18,34 @@ from ...world.probes import metrics_table, small_encoder_metrics, world_metrics
 from .. import tracking
 from ..config import Params, to_dict
 from ..paths import ProjectPaths
+from ..pins import checkpoint_pin
 from ..plots import image_grid
 
-__all__ = ["MODEL_SETS", "pretrain_models", "pretrain_world_stage"]
+__all__ = ["MODEL_SETS", "PIN", "pin_checkpoints", "pretrain_models", "pretrain_world_stage"]
 
 logger = logging.getLogger(__name__)
 
 MODEL_SETS = {"core": MODELS, "small": SMALL_MODELS}
 """``core``: the world's foundation models; ``small``: table 5's smaller CLIP and DINO."""
+
+
+PIN = "checkpoint.json"
+"""Under a profile of real checkpoints, ``models/world/<role>/checkpoint.json``: which checkpoint the
+role resolved to (:func:`~cafe_core.workbench.pins.checkpoint_pin`), the output DVC tracks in its place."""
+
+
+def pin_checkpoints(params: Params, root: Path, roles: tuple[str, ...]) -> dict[str, dict]:
+    """Record which checkpoint each role of a real profile resolves to, in ``models/world/<role>``.
+
+    The stages load real checkpoints from the Hugging Face cache or ``CAFE_MODEL_ROOT``, outside the
+    project; these records are what ``dvc.yaml`` makes every later stage depend on, so swapping a
+    snapshot reruns what read the old one, as retraining a world model does in ``mini``.
+    """
+    pins = {}
+    for role in roles:
+        pins[role] = checkpoint_pin(params.profile.checkpoint(role))
+        atomic_write_json(ProjectPaths(root).foundation_model(role) / PIN, pins[role])
+    return pins
 
 
 def pretrain_models(
@@ -51,6 +72,18 @@ def pretrain_world_stage(
     paths = ProjectPaths(root)
     started = time.perf_counter()
     run = "pretrain_world" if models == "core" else "pretrain_world_small"
+    name = "metrics_small.json" if models == "small" else "metrics.json"
+    if paths.model_root(params.profile) is None:  # real checkpoints: nothing to train, record which
+        with tracking.start_run(run, params, log_params=to_dict(params), root=root):
+            pins = pin_checkpoints(params, root, MODEL_SETS[models])
+            tracking.set_tags({f"cafe.checkpoint.{role}": f"{p['name']}@{p['revision']}" for role, p in pins.items()})
+            timing = {"this_run_seconds": round(time.perf_counter() - started, 1), "train_seconds_per_model": {}}
+        atomic_write_json(paths.world_results / name, {})  # no world to probe
+        atomic_write_json(paths.world_results / name.replace("metrics", "timing"), timing)
+        logger.info(
+            "profile %s: pinned %s", params.profile.name, ", ".join(f"{r}={p['name']}" for r, p in pins.items())
+        )
+        return {"metrics": {}, "markers": pins, "grid": None}
     grid = None
     with tracking.start_run(run, params, log_params=to_dict(params), root=root):
         markers = pretrain_models(params, root, models=MODEL_SETS[models], only=only)
@@ -67,7 +100,6 @@ def pretrain_world_stage(
             grid = _sample_grid(samples)
             tracking.log_image(grid, "t2i_samples")
         timing = {"this_run_seconds": round(time.perf_counter() - started, 1), "train_seconds_per_model": trained}
-    name = "metrics_small.json" if models == "small" else "metrics.json"
     atomic_write_json(paths.world_results / name, metrics)
     atomic_write_json(paths.world_results / name.replace("metrics", "timing"), timing)
     logger.info("learned-ness of the world models:\n%s", metrics_table(metrics))

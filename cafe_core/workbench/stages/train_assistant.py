@@ -95,9 +95,10 @@ class _Trainer:
         self.train_set = source_set = self.source.dialogues(a.dialogues, part="fit", seed=params.seed, **common)
         self.val_set = self.source.dialogues(a.val_dialogues, part="val", seed=params.seed + 1, **common)
         gen_spec = params.generators[self.spec.generator]  # c_hat must live in the CLIP space G reads
-        self.clip = ClipEncoder.from_pretrained(gen_spec.clip, model_root=self.model_root, device=device)
-        self.dino = DinoEncoder.from_pretrained(gen_spec.dino, model_root=self.model_root, device=device)
-        self.clip_key = encoder_key(params, paths, gen_spec.clip)
+        clip_name, dino_name = params.profile.encoder(gen_spec.clip), params.profile.encoder(gen_spec.dino)
+        self.clip = ClipEncoder.from_pretrained(clip_name, model_root=self.model_root, device=device)
+        self.dino = DinoEncoder.from_pretrained(dino_name, model_root=self.model_root, device=device)
+        self.clip_key = encoder_key(params, paths, clip_name)
 
         def features(kind: str, images: np.ndarray, encode) -> torch.Tensor:
             """The frozen CLIP's features of ``images``, computed once (cached beside G's)."""

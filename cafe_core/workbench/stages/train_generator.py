@@ -48,9 +48,10 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     spec, g = params.generators[name], params.generator
     accelerator = accelerator or Accelerator()
     model_root = paths.model_root(params.profile)
-    clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
-    dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
-    clip_key, dino_key = encoder_key(params, paths, spec.clip), encoder_key(params, paths, spec.dino)
+    clip_name, dino_name = params.profile.encoder(spec.clip), params.profile.encoder(spec.dino)
+    clip = ClipEncoder.from_pretrained(clip_name, model_root=model_root)
+    dino = DinoEncoder.from_pretrained(dino_name, model_root=model_root)
+    clip_key, dino_key = encoder_key(params, paths, clip_name), encoder_key(params, paths, dino_name)
     code, done = code_digest(__name__), {}
     run_params = {"generator": g.training(), "spec": asdict(spec), "seeds": params.seeds}
     stage_run = tracking.start_run(f"train_generator@{name}", params, log_params=run_params, root=root)
