@@ -10,7 +10,6 @@ import torch
 
 from cafe_core.benchmarks.claims import CLAIMS
 from cafe_core.data.dataset import open_dataset
-from cafe_core.data.sources import DataUnavailable
 from cafe_core.models.generator import CafeGenerator
 from cafe_core.workbench import tracking
 from cafe_core.workbench.config import DataParams
@@ -147,8 +146,9 @@ def test_evaluation_on_the_real_dreambench_photos(trained, dreambench, tmp_path,
     assert set(result) == {"object"}  # DreamBench has objects (and pets), no faces
     assert "attributes" not in result["object"]  # real photos: no ground truth for the fidelity probe
     assert all(-1.0 <= result["object"][k] <= 1.0 for k in ("DINO", "CLIP-I", "CLIP-T"))
-    with pytest.raises(DataUnavailable, match="ground-truth target images"):
-        evaluate_variant(params, copy, "real_images")
+    # real photos have no true images: the ceiling row stays empty (and says why in its run), the stage goes on
+    assert evaluate_variant(params, copy, "real_images") == {}
+    assert not any(ProjectPaths(copy).variant_peer_samples("real_images").iterdir())
 
 
 def test_g_alone_draws_from_the_base_models_image_of_the_prompt(trained):
