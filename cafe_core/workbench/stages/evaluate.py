@@ -237,6 +237,7 @@ class _Scorer:
     def __init__(self, params: Params, root: Path, source: DataSource) -> None:
         self.params, self.root, self.source = params, root, source
         self.judges = Judges(params, root, source)
+        self._caches: dict[tuple[str, int | None], Path] = {}  # the key hashes the model weights: once each
 
     def seed(self, variant: str, seed: int | None) -> tuple[list[dict], dict[str, Path], dict | None]:
         """``(per-subject rows, {domain: sample grid PNG}, quality or None)`` of training seed ``seed``.
@@ -272,6 +273,11 @@ class _Scorer:
 
     def _cache(self, variant: str, seed: int | None) -> Path:
         """Where a finished seed is kept: keyed by what its scores depend on (models, settings, code)."""
+        if (variant, seed) not in self._caches:
+            self._caches[variant, seed] = self._cache_path(variant, seed)
+        return self._caches[variant, seed]
+
+    def _cache_path(self, variant: str, seed: int | None) -> Path:
         p = self.params
         paths = ProjectPaths(self.root)
         spec = p.variants.get(variant)
