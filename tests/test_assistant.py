@@ -357,3 +357,51 @@ def test_from_pretrained_keeps_trainables_float32_beside_a_bf16_lm(world_tokeniz
         CafeAssistant.from_pretrained(tmp_path / "lm")
     with pytest.raises(FileNotFoundError, match="no trained assistant"):
         CafeAssistant.from_pretrained(tmp_path / "lm", tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    "compute",
+    [{"micro_batch_size": 1}, {"micro_batch_size": 3}, {"gradient_checkpointing": True}],
+    ids=["micro-1", "micro-3", "checkpointing"],
+)
+def test_micro_batches_and_checkpointing_give_the_batchs_losses_and_gradients(
+    world_tokenizer_factory, tmp_path, compute
+):
+    """Eq. 2's LM loss is a mean over response tokens: micro-batches of responses of unequal length
+    must be weighted by their tokens, not their rows, to give the whole batch's gradient."""
+    from accelerate import Accelerator
+
+    from cafe_core.workbench.training import AssistantTraining, assistant_step, train_assistant
+
+    accelerator = Accelerator(cpu=True)
+
+    def one_step(**extra):
+        m = make_assistant(world_tokenizer_factory).train()
+        if extra.get("gradient_checkpointing"):
+            m.enable_gradient_checkpointing()
+        calls = []  # transformers checkpoints a layer's forward, so count a submodule's calls
+        m.lm.model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
+        prompts, responses, patches, targets = _training_data(m, n=4)
+        assert len({len(r) for r in responses}) > 1  # responses of unequal length
+        batch = {"prompt_ids": prompts, "response_ids": responses, "patches": patches, "targets": targets}
+        losses = assistant_step(accelerator, m, batch, AssistantTraining(1, 4, **extra))
+        return m, losses, {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, len(calls)
+
+    _, losses, grads, _ = one_step()
+    m, changed_losses, changed_grads, calls = one_step(**compute)
+    if "micro_batch_size" in compute:
+        assert calls == -(-4 // compute["micro_batch_size"])  # one forward per micro-batch
+    else:
+        assert calls == 2  # recomputed in backward
+        assert not m.lm.model.layers[0].self_attn.training  # the LM's own modules stay in eval mode
+    for key in ("loss", "lm_loss", "embed_loss"):
+        torch.testing.assert_close(changed_losses[key], losses[key], rtol=1e-5, atol=0)
+    assert grads.keys() == changed_grads.keys() == {f"{k}" for k in grads}
+    for name, grad in grads.items():
+        torch.testing.assert_close(changed_grads[name], grad, rtol=1e-4, atol=1e-7, msg=name)
+    # and train_assistant computes its steps so
+    trained = make_assistant(world_tokenizer_factory)
+    counted = []
+    trained.lm.model.layers[0].mlp.register_forward_pre_hook(lambda *_: counted.append(1))
+    train_assistant(trained, *_training_data(trained), AssistantTraining(2, 4, **compute), tmp_path / "m")
+    assert len(counted) == 2 * calls

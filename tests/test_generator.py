@@ -218,3 +218,64 @@ def test_per_image_seeds_make_an_image_independent_of_its_batch():
     assert np.abs(batch[2].astype(int) - alone[0].astype(int)).max() <= 1
     with pytest.raises(ValueError, match="2 seeds for 3 images"):
         gen.generate(c, d, num_inference_steps=3, seed=[1, 2])
+
+
+@pytest.mark.parametrize(
+    "compute",
+    [{"micro_batch_size": 1}, {"micro_batch_size": 3}, {"gradient_checkpointing": True}],
+    ids=["micro-1", "micro-3", "checkpointing"],
+)
+def test_micro_batches_and_checkpointing_give_the_batchs_loss_and_gradient(tmp_path, compute):
+    """A GPU that cannot hold the paper's batch 64 at once trains G in micro-batches, or with its
+    activations recomputed: how a step is computed must not change what it computes."""
+    from accelerate import Accelerator
+
+    from cafe_core.workbench.training import GeneratorTraining, generator_step, train_generator
+
+    targets, c, d = _toy_data()
+    accelerator = Accelerator(cpu=True)
+
+    def one_step(**extra):
+        gen = tiny_generator().train()
+        if extra.get("gradient_checkpointing"):
+            gen.enable_gradient_checkpointing()
+        forwards = _count_forwards(gen.unet.down_blocks[0].resnets[0])
+        draws = gen.training_draws((4, 3, 8, 8), torch.Generator().manual_seed(0))
+        batch = {"images": torch.from_numpy(targets[:4]), "c": c[:4], "d": d[:4], **draws}
+        loss = generator_step(accelerator, gen, gen, batch, GeneratorTraining(1, 4, 1e-2, snr_gamma=5.0, **extra))
+        return loss, {n: p.grad for n, p in gen.named_parameters() if p.grad is not None}, len(forwards)
+
+    loss, grads, _ = one_step()
+    changed_loss, changed_grads, forwards = one_step(**compute)
+    # one forward of the block per micro-batch; checkpointing runs it again in backward
+    assert forwards == (-(-4 // compute["micro_batch_size"]) if "micro_batch_size" in compute else 2)
+    torch.testing.assert_close(changed_loss, loss, rtol=1e-5, atol=0)
+    assert grads.keys() == changed_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(changed_grads[name], grad, rtol=1e-4, atol=1e-7, msg=name)
+    # and train_generator computes its steps so
+    trained = tiny_generator()
+    calls = _count_forwards(trained.unet.down_blocks[0].resnets[0])
+    train_generator(trained, targets, c, d, GeneratorTraining(2, 4, 1e-2, **compute), tmp_path / "trained")
+    assert len(calls) == 2 * forwards
+
+
+def _count_forwards(module) -> list:
+    """A list that grows by one at each run of ``module.forward``, recomputations included (which
+    torch's checkpoint runs without the module's hooks)."""
+    calls, forward = [], module.forward
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    module.forward = counted
+    return calls
+
+
+def test_a_micro_batch_size_below_one_is_refused(tmp_path):
+    from cafe_core.workbench.training import GeneratorTraining, train_generator
+
+    targets, c, d = _toy_data()
+    with pytest.raises(ValueError, match="micro_batch_size must be at least 1"):
+        train_generator(tiny_generator(), targets, c, d, GeneratorTraining(2, 4, 1e-2, micro_batch_size=0), tmp_path)

@@ -210,7 +210,25 @@ class CafeAssistant(nn.Module):
     def train(self, mode: bool = True) -> CafeAssistant:
         super().train(mode)
         self.lm.eval()  # the frozen LM never goes into training mode (dropout)
+        if mode and getattr(self.lm, "is_activation_checkpointing", False):
+            # transformers checkpoints a layer only while that layer is in training mode: set just the
+            # decoder layers' own flag, which its checkpoint wrapper reads; their attention, MLP and
+            # dropout submodules stay in eval mode, so what is computed does not change.
+            from transformers.modeling_layers import GradientCheckpointingLayer
+
+            for module in self.lm.modules():
+                if isinstance(module, GradientCheckpointingLayer):
+                    module.training = True
         return self
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the frozen LM's layer activations in backward instead of keeping them: the
+        gradient reaching V and [GEN] flows back through every layer, so a batch of Llama-2-13B's
+        activations would otherwise stay alive from forward to backward."""
+        if not hasattr(self.lm, "activation_checkpointing_enable"):
+            raise ValueError(f"{type(self.lm).__name__} does not support activation (gradient) checkpointing")
+        self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.train(self.training)
 
     @property
     def device(self) -> torch.device:

@@ -182,6 +182,11 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
 
     # --- training ---------------------------------------------------------------------------------
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the UNet's block activations in backward (diffusers' checkpointing): less memory
+        for a batch of SD2's 64 x 64 latents, at the cost of a second forward of each block."""
+        self.unet.enable_gradient_checkpointing()
+
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] (B, 3, H, W) -> the space the UNet denoises (VAE latents or [-1, 1] pixels)."""
         x = images.to(self.device, self.dtype) * 2 - 1

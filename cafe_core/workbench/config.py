@@ -399,6 +399,23 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class StepCompute:
+    """How one training step is computed, not what it computes: neither setting changes the trained
+    weights beyond float rounding, so neither is in a training stage's skip key or DVC params."""
+
+    micro_batch_size: int | None = None  # rows per forward and backward on each process; None: all at once
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, about 1.3x the time
+
+
+@dataclass(frozen=True)
+class ComputeParams:
+    """Per trained part (``generator``, ``assistant``): how its steps fit a device's memory."""
+
+    generator: StepCompute = field(default_factory=StepCompute)
+    assistant: StepCompute = field(default_factory=StepCompute)
+
+
+@dataclass(frozen=True)
 class Params:
     profile: Profile
     seed: int  # the world, data and evaluation cases: one draw shared by every training seed
@@ -420,6 +437,7 @@ class Params:
     review: ReviewParams
     selfdistill: SelfDistillParams
     ablations: dict[str, list[str]]  # target -> variants in its table
+    compute: ComputeParams = field(default_factory=ComputeParams)
     source: Path | None = field(default=None, compare=False)
 
 

@@ -7,6 +7,7 @@ process, and a resumed run sees the batches an uninterrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,15 +17,52 @@ import torch
 
 from .loop import LoopConfig, cosine_lr, run_loop, set_lr, step_generator, step_torch_generator
 
-__all__ = ["AssistantTraining", "GeneratorTraining", "train_assistant", "train_generator"]
+__all__ = [
+    "AssistantTraining",
+    "GeneratorTraining",
+    "assistant_step",
+    "backward_in_parts",
+    "generator_step",
+    "train_assistant",
+    "train_generator",
+]
 
 
-def update(accelerator, loss: torch.Tensor, params, optimizer: torch.optim.Optimizer, max_norm: float = 1.0) -> None:
-    """One optimiser update under accelerate: backward (gradients averaged over processes), clip, step, clear."""
-    accelerator.backward(loss)
+def update(accelerator, params, optimizer: torch.optim.Optimizer, max_norm: float = 1.0) -> None:
+    """One optimiser update under accelerate, on gradients already accumulated: clip, step, clear."""
     accelerator.clip_grad_norm_(params, max_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def parts_of(rows: int, micro_batch_size: int | None) -> list[slice]:
+    """The micro-batches of a batch of ``rows`` rows: slices of at most ``micro_batch_size`` rows
+    (None: one slice, the whole batch)."""
+    if micro_batch_size is not None and micro_batch_size < 1:
+        raise ValueError(f"micro_batch_size must be at least 1 (or None for the whole batch), got {micro_batch_size}")
+    size = micro_batch_size or rows
+    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
+
+
+def backward_in_parts(
+    accelerator, model, parts: list[slice], loss_of: Callable[[slice], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """Backward of one batch's loss computed a micro-batch at a time, so activations of only one
+    micro-batch are alive at once (gradient accumulation within an optimiser step).
+
+    ``loss_of(part)`` returns that micro-batch's share of each loss (its loss already weighted by its
+    part of the batch, so the shares sum to the whole batch's loss). Gradients are synchronised
+    across processes once, on the last micro-batch. Returns the summed shares, detached.
+    """
+    totals: dict[str, torch.Tensor] = {}
+    for k, part in enumerate(parts):
+        last = k == len(parts) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            shares = loss_of(part)
+            accelerator.backward(shares["loss"])
+        for name, value in shares.items():
+            totals[name] = totals.get(name, 0.0) + value.detach()
+    return totals
 
 
 # --- CAFE's generator G (eq. 3) -------------------------------------------------------------------
@@ -41,6 +79,10 @@ class GeneratorTraining:
     seed: int = 0
     snr_gamma: float | None = None  # Min-SNR-gamma loss weights (CafeGenerator.forward); None: eq. 3's plain mean
     ema_decay: float | None = None  # publish an exponential moving average of the weights; None: the last weights
+    # How a step is computed, not what: each process's rows in micro-batches of this many (None: at once),
+    # and the UNet's activations recomputed in backward. Neither changes the trained weights beyond rounding.
+    micro_batch_size: int | None = None
+    gradient_checkpointing: bool = False
 
 
 def train_generator(
@@ -68,9 +110,12 @@ def train_generator(
     accelerator = accelerator or Accelerator()
     if config.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {config.batch_size} must divide over {accelerator.num_processes} processes")
+    parts_of(config.batch_size, config.micro_batch_size)  # a bad micro-batch size fails before any work
     generator.train()
     if generator.vae is not None:
         generator.vae.eval()
+    if config.gradient_checkpointing:
+        generator.enable_gradient_checkpointing()
     params = generator.trainable_parameters()  # the UNet (CAFE processors inside) and the conditioner
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     ema = _ema(generator.trainable_module(), config.ema_decay)
@@ -80,20 +125,17 @@ def train_generator(
 
     def step(i: int) -> dict:
         rng = step_generator(config.seed, i)
-        idx = rng.choice(len(targets), config.batch_size, replace=False)
+        idx = rng.choice(len(targets), config.batch_size, replace=False)[rank::world]
         draws = generator.training_draws(
             (config.batch_size, *_target_shape(generator)), step_torch_generator(config.seed, i), config.drop_p
         )
-        shard = slice(rank, None, world)
         set_lr(optimizer, cosine_lr(i, config.steps, config.lr))
-        y = generator.encode_target(images[idx[shard]].permute(0, 3, 1, 2).float() / 255.0)
-        loss = model(
-            y, c[idx[shard]], d[idx[shard]], **{k: v[shard] for k, v in draws.items()}, snr_gamma=config.snr_gamma
-        )
-        update(accelerator, loss, params, optimizer)
+        batch = {"images": images[idx], "c": c[idx], "d": d[idx], **{k: v[rank::world] for k, v in draws.items()}}
+        loss = generator_step(accelerator, model, generator, batch, config)
+        update(accelerator, params, optimizer)
         if ema is not None:
             ema.update_parameters(generator.trainable_module())
-        return {"loss": loss.detach()}
+        return {"loss": loss}
 
     loop = LoopConfig(name="generator", steps=config.steps, checkpoint_every=config.checkpoint_every, seed=config.seed)
     trainable = {"unet": generator.unet, "conditioner": generator.conditioner}
@@ -106,6 +148,25 @@ def train_generator(
                 live.copy_(average)
     generator.eval()
     return stats
+
+
+def generator_step(accelerator, model, generator, batch: dict[str, torch.Tensor], config: GeneratorTraining):
+    """Forward and backward of eq. 3 on this process's rows of one step (the optimiser is the caller's).
+
+    ``batch``: ``images`` (B, H, W, 3) uint8 targets y, ``c`` (B, clip_dim), ``d`` (B, N, dino_dim) and
+    :meth:`CafeGenerator.training_draws`' ``noise``, ``timesteps``, ``keep_c``, ``keep_d``, rows aligned;
+    ``model`` is ``generator`` as ``accelerator.prepare`` returned it. Eq. 3's loss is a mean over rows,
+    so micro-batches weighted by their share of the rows give the batch's gradient. Returns the loss.
+    """
+    rows = len(batch["images"])
+
+    def loss_of(part: slice) -> dict[str, torch.Tensor]:
+        y = generator.encode_target(batch["images"][part].permute(0, 3, 1, 2).float() / 255.0)
+        inputs = {k: v[part] for k, v in batch.items() if k != "images"}
+        loss = model(y, **inputs, snr_gamma=config.snr_gamma)
+        return {"loss": loss * ((part.stop - part.start) / rows)}
+
+    return backward_in_parts(accelerator, model, parts_of(rows, config.micro_batch_size), loss_of)["loss"]
 
 
 def _ema(module: torch.nn.Module, decay: float | None):
@@ -137,6 +198,10 @@ class AssistantTraining:
     weight_decay: float = 0.0
     checkpoint_every: int = 250
     seed: int = 0
+    # How a step is computed, not what (as for G): micro-batches of this many rows per process (None: at
+    # once), and the frozen LM's activations recomputed in backward.
+    micro_batch_size: int | None = None
+    gradient_checkpointing: bool = False
 
 
 def train_assistant(
@@ -167,23 +232,28 @@ def train_assistant(
     accelerator = accelerator or Accelerator()
     if config.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {config.batch_size} must divide over {accelerator.num_processes} processes")
+    parts_of(config.batch_size, config.micro_batch_size)  # a bad micro-batch size fails before any work
     parts = assistant.trainable_module()
     params = list(parts.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     assistant.train()
+    if config.gradient_checkpointing:
+        assistant.enable_gradient_checkpointing()
     model, optimizer = accelerator.prepare(assistant, optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
 
     def step(i: int) -> dict:
         idx = step_generator(config.seed, i).choice(n, config.batch_size, replace=False)[rank::world]
         set_lr(optimizer, cosine_lr(i, config.steps, config.lr))
-        out = model([prompt_ids[j] for j in idx], patches[idx], [response_ids[j] for j in idx], targets[idx])
-        update(accelerator, out["loss"], params, optimizer)
-        return {
-            "loss": out["loss"].detach(),
-            "lm_loss": out["lm_loss"].detach(),
-            "embed_loss": out["embed_loss"].detach(),
+        batch = {
+            "prompt_ids": [prompt_ids[j] for j in idx],
+            "patches": patches[idx],
+            "response_ids": [response_ids[j] for j in idx],
+            "targets": targets[idx],
         }
+        losses = assistant_step(accelerator, model, batch, config)
+        update(accelerator, params, optimizer)
+        return losses
 
     loop = LoopConfig(name="assistant", steps=config.steps, checkpoint_every=config.checkpoint_every, seed=config.seed)
     stats = run_loop(
@@ -191,3 +261,30 @@ def train_assistant(
     )
     assistant.eval()
     return stats
+
+
+def assistant_step(accelerator, model, batch: dict, config: AssistantTraining) -> dict[str, torch.Tensor]:
+    """Forward and backward of eq. 2 on this process's rows of one step (the optimiser is the caller's).
+
+    ``batch``: ``prompt_ids`` and ``response_ids`` (B lists of token ids), ``patches`` (B, P, patch_dim)
+    and ``targets`` (B, clip_dim); ``model`` is the assistant as ``accelerator.prepare`` returned it.
+    The LM loss is a mean over response tokens and the embedding loss a mean over rows, so each
+    micro-batch's share is weighted by its tokens and its rows: the shares sum to the batch's losses.
+    Returns ``loss``, ``lm_loss`` and ``embed_loss``, detached.
+    """
+    rows = len(batch["prompt_ids"])
+    tokens = sum(len(r) for r in batch["response_ids"])
+
+    def loss_of(part: slice) -> dict[str, torch.Tensor]:
+        out = model(
+            batch["prompt_ids"][part], batch["patches"][part], batch["response_ids"][part], batch["targets"][part]
+        )
+        lm = out["lm_loss"] * (sum(len(r) for r in batch["response_ids"][part]) / tokens)
+        embed = out["embed_loss"] * ((part.stop - part.start) / rows)
+        return {
+            "loss": lm + (out["loss"] - out["lm_loss"]) * ((part.stop - part.start) / rows),
+            "lm_loss": lm,
+            "embed_loss": embed,
+        }
+
+    return backward_in_parts(accelerator, model, parts_of(rows, config.micro_batch_size), loss_of)
