@@ -202,3 +202,24 @@ def test_training_reads_the_rows_every_decision_keeps(tmp_path):
     np.testing.assert_array_equal(ds.images("y", [5, 0]), np.stack([_row(5)["y"], _row(0)["y"]]))
     with pytest.raises(KeyError, match="not an image column"):
         ds.images("instruction")
+
+
+def test_rows_without_ground_truth_are_of_unknown_failure_and_graded_apart(tmp_path):
+    """Real quadruplets carry no truth: their failure is unknown, never taken as "none", and the
+    filter's precision is judged on the rows whose truth is known only."""
+    from cafe_core.data.filter import FilterScores, calibrate_thresholds
+    from cafe_core.data.quadruplets import UNKNOWN_FAILURE, read_quadruplets
+
+    with DatasetWriter(tmp_path / "d", info={"source": "test"}) as writer:
+        for i in range(4):
+            truth = {"failure": "identity_drift"} if i == 0 else {"failure": "none"} if i == 1 else None
+            writer.add(_row(i, subject=f"s{i}", context="beach", truth=json.dumps(truth) if truth else None))
+    quads = read_quadruplets(tmp_path / "d")
+    assert quads.failure_names() == ["identity_drift", "none", "unknown", "unknown"]
+    assert quads.failures[2] == UNKNOWN_FAILURE
+    scores = FilterScores(
+        clip_sim=np.ones(4), dino_sim=np.ones(4), clip_null=np.zeros(8), dino_null=np.zeros(8)
+    )  # every row kept
+    calibration = calibrate_thresholds(scores, quads.failures)
+    assert calibration.precision == pytest.approx(0.5)  # 1 good of the 2 known rows, not 3 of 4
+    assert set(calibration.rejection_rates) == {"identity_drift", "none", "unknown"}

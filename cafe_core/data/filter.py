@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..models.encoders import ClipEncoder, DinoEncoder
-from .quadruplets import FAILURES, QuadrupletSet
+from .quadruplets import FAILURES, UNKNOWN_FAILURE, QuadrupletSet
 
 __all__ = [
     "SD2_FILTER",
@@ -194,7 +194,8 @@ def calibrate_thresholds(scores: FilterScores, failures: np.ndarray, level: floa
     The thresholds come from the scores alone. At the default 0.95, a threshold lets through 5%
     of the mismatched pairs, which show another context of the class (CLIP) or another subject
     of the class (DINO): a one-sided test, at level 0.05, of "matches no better than a mismatch".
-    ``failures`` (indices into :data:`FAILURES`) only grade the result.
+    ``failures`` (indices into :data:`FAILURES`) only grade the result; rows of unknown failure
+    (:data:`UNKNOWN_FAILURE`, real data) are graded as their own group and left out of precision and recall.
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -206,8 +207,10 @@ def calibrate_thresholds(scores: FilterScores, failures: np.ndarray, level: floa
     )
     passes = {"clip": scores.clip_sim >= config.clip_threshold, "dino": scores.dino_sim >= config.dino_threshold}
     keep = passes["clip"] & passes["dino"]
-    right = failures == FAILURES.index("none")
+    right, known = failures == FAILURES.index("none"), failures != UNKNOWN_FAILURE
     modes = {name: failures == code for code, name in enumerate(FAILURES) if np.any(failures == code)}
+    if not known.all():
+        modes["unknown"] = ~known
     calibration = Calibration(
         filter=config,
         level=level,
@@ -221,7 +224,7 @@ def calibrate_thresholds(scores: FilterScores, failures: np.ndarray, level: floa
             for name, rows in modes.items()
         },
         kept_fraction=_share(keep),
-        precision=_share(right[keep]) if keep.any() else float("nan"),
+        precision=_share(right[keep & known]) if (keep & known).any() else float("nan"),
         recall=_share(keep[right]) if right.any() else float("nan"),
     )
     logger.info(

@@ -27,6 +27,7 @@ from .dialogues import DialogueSet
 
 __all__ = [
     "FAILURES",
+    "UNKNOWN_FAILURE",
     "QuadrupletSet",
     "load_quadruplets",
     "read_dialogues",
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 FAILURES = ("none", "identity_drift", "ignored_instruction", "artefacts")
 """Ground-truth outcomes of the teacher; a quadruplet set stores each as its index here."""
+
+UNKNOWN_FAILURE = -1
+"""The failure index of a row with no ground truth (real data: nobody knows whether the teacher failed)."""
 
 
 @dataclass(eq=False)
@@ -56,7 +60,8 @@ class QuadrupletSet:
     y_context_ids: np.ndarray
     """What ``y`` shows; :data:`cafe_core.world.NEUTRAL` for a neutral scene."""
     failures: np.ndarray
-    """Indices into :data:`FAILURES` (ground truth, never an input of the filter)."""
+    """Indices into :data:`FAILURES` (ground truth, never an input of the filter); :data:`UNKNOWN_FAILURE`
+    where the data has no ground truth."""
     x_seeds: np.ndarray
     y_seeds: np.ndarray
     instructions: list[str]
@@ -81,7 +86,8 @@ class QuadrupletSet:
         )
 
     def failure_names(self) -> list[str]:
-        return [FAILURES[code] for code in self.failures]
+        """Each row's failure by name; ``"unknown"`` where the data has no ground truth."""
+        return [FAILURES[code] if code != UNKNOWN_FAILURE else "unknown" for code in self.failures]
 
 
 def save_quadruplets(quads: QuadrupletSet, path: str | Path) -> Path:
@@ -153,8 +159,8 @@ def write_dataset(
 def read_quadruplets(dataset: Dataset | str | Path, rows: np.ndarray | None = None) -> QuadrupletSet:
     """The quadruplets of a dataset (``rows``: a boolean mask or positions; None: all), with their
     provenance. Subjects and contexts become ids by their names (integers as written); what ``y``
-    shows and the failure come from the ``truth`` column where a world wrote it, else they are
-    taken as asked and ``"none"``."""
+    shows and the failure come from the ``truth`` column where a world wrote it; else what ``y``
+    shows is taken as asked and the failure is :data:`UNKNOWN_FAILURE` (real data: no ground truth)."""
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     names = [n for n in COLUMNS if n not in ("x", "y")]
     table = ds.table(names)
@@ -178,7 +184,9 @@ def read_quadruplets(dataset: Dataset | str | Path, rows: np.ndarray | None = No
         context_ids=context_ids,
         y_subject_ids=y_subject_ids,
         y_context_ids=y_context_ids,
-        failures=np.array([FAILURES.index(tr.get("failure", "none")) for tr in truth], np.int64),
+        failures=np.array(
+            [FAILURES.index(tr["failure"]) if "failure" in tr else UNKNOWN_FAILURE for tr in truth], np.int64
+        ),
         x_seeds=np.array([tr.get("x_seed", -1) for tr in truth], np.int64),
         y_seeds=np.array(t["seed"], np.int64),
         instructions=t["instruction"],

@@ -25,6 +25,11 @@ TEACHER_DATASET = "teacher"
 """The dataset ``teacher_data`` writes: every quadruplet, its scores and the filter's decisions."""
 
 
+def _failed_share(failures: np.ndarray) -> float | None:
+    """The share of rows whose ground truth is a failure; None for no rows (none kept, or none known)."""
+    return round(float(np.mean(failures != "none")), 4) if len(failures) else None
+
+
 def teacher_data(params: Params, root: Path) -> dict:
     """Take the training source's teacher quadruplets, score them, filter, and write them all with
     their scores and decisions as a dataset; returns the filter report."""
@@ -51,6 +56,7 @@ def teacher_data(params: Params, root: Path) -> dict:
         info={"made_by": "teacher_data", "profile": params.profile.name, "filter": asdict(chosen)},
     )
     failures = np.array(quads.failure_names())
+    known = failures != "unknown"  # real data has no ground truth: its failed shares are not known
     report = {
         "thresholds": asdict(chosen),
         "calibrated": t.clip_threshold is None or t.dino_threshold is None,
@@ -60,8 +66,8 @@ def teacher_data(params: Params, root: Path) -> dict:
         "rejected_by_failure_mode": {
             mode: round(float(1 - keep[failures == mode].mean()), 4) for mode in sorted(set(failures))
         },
-        "failed_share_before": round(float(np.mean(failures != "none")), 4),
-        "failed_share_after": round(float(np.mean(failures[keep] != "none")), 4) if keep.any() else None,
+        "failed_share_before": _failed_share(failures[known]),
+        "failed_share_after": _failed_share(failures[keep & known]),
         "calibration": calibration.to_dict(),
     }
     with tracking.start_run("teacher_data", params, log_params={"teacher": to_dict(t)}, root=root):
