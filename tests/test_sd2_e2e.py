@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,3 +90,18 @@ def test_a_second_repro_is_a_no_op(sd2_project):
     root, dreambench = sd2_project
     again = dvc(["repro"], root, dreambench)
     assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout[-3000:]
+
+
+def test_new_training_rows_make_teacher_data_stale(sd2_project):
+    """The user's training folder is a dependency: adding rows reruns the data stage and what follows."""
+    from cafe_core.testing.project import TRAINING_DATASET
+
+    root, dreambench = sd2_project
+    extra = root / TRAINING_DATASET / "quadruplets" / "added-later.txt"
+    extra.write_text("a new shard would land here\n")
+    try:
+        status = dvc(["status", "teacher_data"], root, dreambench)
+        assert status.returncode == 0 and re.search(rf"modified:\s+{TRAINING_DATASET}\n", status.stdout), status.stdout
+    finally:
+        extra.unlink()
+    assert "up to date" in dvc(["status", "teacher_data"], root, dreambench).stdout

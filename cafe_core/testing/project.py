@@ -29,7 +29,7 @@ __all__ = [
     "write_tiny_sd2_project",
 ]
 
-TRAINING_DATASET = "data/sd2_training"
+TRAINING_DATASET = "data/training"
 """Where ``params.yaml``'s ``profile_overrides.sd2.data.train`` expects the user's training data."""
 
 REVIEW_DECISIONS = "data/review/decisions.jsonl"
