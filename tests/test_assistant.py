@@ -371,6 +371,7 @@ def test_micro_batches_and_checkpointing_give_the_batchs_losses_and_gradients(
     must be weighted by their tokens, not their rows, to give the whole batch's gradient."""
     from accelerate import Accelerator
 
+    from cafe_core.workbench.config import StepCompute
     from cafe_core.workbench.training import AssistantTraining, assistant_step, train_assistant
 
     accelerator = Accelerator(cpu=True)
@@ -384,7 +385,7 @@ def test_micro_batches_and_checkpointing_give_the_batchs_losses_and_gradients(
         prompts, responses, patches, targets = _training_data(m, n=4)
         assert len({len(r) for r in responses}) > 1  # responses of unequal length
         batch = {"prompt_ids": prompts, "response_ids": responses, "patches": patches, "targets": targets}
-        losses = assistant_step(accelerator, m, batch, AssistantTraining(1, 4, **extra))
+        losses = assistant_step(accelerator, m, batch, AssistantTraining(1, 4, compute=StepCompute(**extra)))
         return m, losses, {n: p.grad for n, p in m.named_parameters() if p.grad is not None}, len(calls)
 
     _, losses, grads, _ = one_step()
@@ -403,5 +404,7 @@ def test_micro_batches_and_checkpointing_give_the_batchs_losses_and_gradients(
     trained = make_assistant(world_tokenizer_factory)
     counted = []
     trained.lm.model.layers[0].mlp.register_forward_pre_hook(lambda *_: counted.append(1))
-    train_assistant(trained, *_training_data(trained), AssistantTraining(2, 4, **compute), tmp_path / "m")
+    train_assistant(
+        trained, *_training_data(trained), AssistantTraining(2, 4, compute=StepCompute(**compute)), tmp_path / "m"
+    )
     assert len(counted) == 2 * calls

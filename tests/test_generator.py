@@ -230,6 +230,7 @@ def test_micro_batches_and_checkpointing_give_the_batchs_loss_and_gradient(tmp_p
     activations recomputed: how a step is computed must not change what it computes."""
     from accelerate import Accelerator
 
+    from cafe_core.workbench.config import StepCompute
     from cafe_core.workbench.training import GeneratorTraining, generator_step, train_generator
 
     targets, c, d = _toy_data()
@@ -242,7 +243,9 @@ def test_micro_batches_and_checkpointing_give_the_batchs_loss_and_gradient(tmp_p
         forwards = _count_forwards(gen.unet.down_blocks[0].resnets[0])
         draws = gen.training_draws((4, 3, 8, 8), torch.Generator().manual_seed(0))
         batch = {"images": torch.from_numpy(targets[:4]), "c": c[:4], "d": d[:4], **draws}
-        loss = generator_step(accelerator, gen, gen, batch, GeneratorTraining(1, 4, 1e-2, snr_gamma=5.0, **extra))
+        loss = generator_step(
+            accelerator, gen, gen, batch, GeneratorTraining(1, 4, 1e-2, snr_gamma=5.0, compute=StepCompute(**extra))
+        )
         return loss, {n: p.grad for n, p in gen.named_parameters() if p.grad is not None}, len(forwards)
 
     loss, grads, _ = one_step()
@@ -256,7 +259,9 @@ def test_micro_batches_and_checkpointing_give_the_batchs_loss_and_gradient(tmp_p
     # and train_generator computes its steps so
     trained = tiny_generator()
     calls = _count_forwards(trained.unet.down_blocks[0].resnets[0])
-    train_generator(trained, targets, c, d, GeneratorTraining(2, 4, 1e-2, **compute), tmp_path / "trained")
+    train_generator(
+        trained, targets, c, d, GeneratorTraining(2, 4, 1e-2, compute=StepCompute(**compute)), tmp_path / "trained"
+    )
     assert len(calls) == 2 * forwards
 
 
@@ -274,8 +279,16 @@ def _count_forwards(module) -> list:
 
 
 def test_a_micro_batch_size_below_one_is_refused(tmp_path):
+    from cafe_core.workbench.config import StepCompute
     from cafe_core.workbench.training import GeneratorTraining, train_generator
 
     targets, c, d = _toy_data()
     with pytest.raises(ValueError, match="micro_batch_size must be at least 1"):
-        train_generator(tiny_generator(), targets, c, d, GeneratorTraining(2, 4, 1e-2, micro_batch_size=0), tmp_path)
+        train_generator(
+            tiny_generator(),
+            targets,
+            c,
+            d,
+            GeneratorTraining(2, 4, 1e-2, compute=StepCompute(micro_batch_size=0)),
+            tmp_path,
+        )

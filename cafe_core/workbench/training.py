@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import StepCompute
 from .loop import LoopConfig, cosine_lr, run_loop, set_lr, step_generator, step_torch_generator
 
 __all__ = [
@@ -53,6 +54,9 @@ def backward_in_parts(
     ``loss_of(part)`` returns that micro-batch's share of each loss (its loss already weighted by its
     part of the batch, so the shares sum to the whole batch's loss). Gradients are synchronised
     across processes once, on the last micro-batch. Returns the summed shares, detached.
+
+    Why not ``accelerator.accumulate``: it counts optimiser steps across loop iterations, while here one
+    loop step is one update of the paper's batch, so a resumed run and ``(seed, step)`` batches stay as they are.
     """
     totals: dict[str, torch.Tensor] = {}
     for k, part in enumerate(parts):
@@ -79,10 +83,7 @@ class GeneratorTraining:
     seed: int = 0
     snr_gamma: float | None = None  # Min-SNR-gamma loss weights (CafeGenerator.forward); None: eq. 3's plain mean
     ema_decay: float | None = None  # publish an exponential moving average of the weights; None: the last weights
-    # How a step is computed, not what: each process's rows in micro-batches of this many (None: at once),
-    # and the UNet's activations recomputed in backward. Neither changes the trained weights beyond rounding.
-    micro_batch_size: int | None = None
-    gradient_checkpointing: bool = False
+    compute: StepCompute = StepCompute()  # how a step is computed (micro-batches, checkpointing), not what
 
 
 def train_generator(
@@ -110,11 +111,11 @@ def train_generator(
     accelerator = accelerator or Accelerator()
     if config.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {config.batch_size} must divide over {accelerator.num_processes} processes")
-    parts_of(config.batch_size, config.micro_batch_size)  # a bad micro-batch size fails before any work
+    parts_of(config.batch_size, config.compute.micro_batch_size)  # a bad micro-batch size fails before any work
     generator.train()
     if generator.vae is not None:
         generator.vae.eval()
-    if config.gradient_checkpointing:
+    if config.compute.gradient_checkpointing:
         generator.enable_gradient_checkpointing()
     params = generator.trainable_parameters()  # the UNet (CAFE processors inside) and the conditioner
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -166,7 +167,7 @@ def generator_step(accelerator, model, generator, batch: dict[str, torch.Tensor]
         loss = model(y, **inputs, snr_gamma=config.snr_gamma)
         return {"loss": loss * ((part.stop - part.start) / rows)}
 
-    return backward_in_parts(accelerator, model, parts_of(rows, config.micro_batch_size), loss_of)["loss"]
+    return backward_in_parts(accelerator, model, parts_of(rows, config.compute.micro_batch_size), loss_of)["loss"]
 
 
 def _ema(module: torch.nn.Module, decay: float | None):
@@ -198,10 +199,7 @@ class AssistantTraining:
     weight_decay: float = 0.0
     checkpoint_every: int = 250
     seed: int = 0
-    # How a step is computed, not what (as for G): micro-batches of this many rows per process (None: at
-    # once), and the frozen LM's activations recomputed in backward.
-    micro_batch_size: int | None = None
-    gradient_checkpointing: bool = False
+    compute: StepCompute = StepCompute()  # how a step is computed (micro-batches, checkpointing), not what
 
 
 def train_assistant(
@@ -232,12 +230,12 @@ def train_assistant(
     accelerator = accelerator or Accelerator()
     if config.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {config.batch_size} must divide over {accelerator.num_processes} processes")
-    parts_of(config.batch_size, config.micro_batch_size)  # a bad micro-batch size fails before any work
+    parts_of(config.batch_size, config.compute.micro_batch_size)  # a bad micro-batch size fails before any work
     parts = assistant.trainable_module()
     params = list(parts.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     assistant.train()
-    if config.gradient_checkpointing:
+    if config.compute.gradient_checkpointing:
         assistant.enable_gradient_checkpointing()
     model, optimizer = accelerator.prepare(assistant, optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -287,4 +285,4 @@ def assistant_step(accelerator, model, batch: dict, config: AssistantTraining) -
             "embed_loss": embed,
         }
 
-    return backward_in_parts(accelerator, model, parts_of(rows, config.micro_batch_size), loss_of)
+    return backward_in_parts(accelerator, model, parts_of(rows, config.compute.micro_batch_size), loss_of)

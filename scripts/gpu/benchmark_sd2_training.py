@@ -30,9 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +41,16 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "scripts" / "gpu")]
 
 from benchmark_chat import machine_info  # noqa: E402
+from benchmark_generation import median_time  # noqa: E402
 from benchmark_sd2 import MESSAGE, PHOTO_SIZE, SD2, allocating, configs  # noqa: E402
 
 from cafe_core.models.reference import reference_config  # noqa: E402
+from cafe_core.workbench.config import StepCompute  # noqa: E402
 
 DINO_TOKENS = 256  # DINOv2-giant's 16 x 16 patches of its 224 crop
 
 
-def parse_settings(text: str) -> list[dict]:
+def parse_settings(text: str) -> list[StepCompute]:
     """ "whole,16,ckpt:whole,ckpt:16" -> compute settings: micro-batch rows (whole: all at once), checkpointing."""
     settings = []
     for item in text.split(","):
@@ -57,35 +58,13 @@ def parse_settings(text: str) -> list[dict]:
         if checkpointing not in ("", "ckpt") or not (size == "whole" or size.isdigit()):
             raise argparse.ArgumentTypeError(f"bad setting {item!r}: use <rows> or whole, optionally ckpt:<rows>")
         micro = None if size == "whole" else int(size)
-        settings.append({"micro_batch_size": micro, "gradient_checkpointing": checkpointing == "ckpt"})
+        settings.append(StepCompute(micro_batch_size=micro, gradient_checkpointing=checkpointing == "ckpt"))
     return settings
 
 
-def label(setting: dict) -> str:
-    rows = setting["micro_batch_size"] or "whole"
-    return f"micro-batch {rows}" + (", checkpointing" if setting["gradient_checkpointing"] else "")
-
-
-class Timer:
-    """Seconds of each call of ``step``, after ``warmup`` calls, with the device synchronised."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def run(self, step, warmup: int, repeats: int) -> list[float]:
-        times = []
-        for i in range(warmup + repeats):
-            self.sync()
-            start = time.perf_counter()
-            step()
-            self.sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-        return times
+def label(setting: StepCompute) -> str:
+    rows = setting.micro_batch_size or "whole"
+    return f"micro-batch {rows}" + (", checkpointing" if setting.gradient_checkpointing else "")
 
 
 def build_generator(cfg: dict, device: torch.device):
@@ -150,16 +129,15 @@ def assistant_batch(assistant, batch: int, response_tokens: int, patches: int, r
     }
 
 
-def time_part(name: str, make, step_fn, batch_size: int, settings: list[dict], args, device) -> list[dict]:
+def time_part(name: str, make, step_fn, batch_size: int, settings: list[StepCompute], args, device) -> list[dict]:
     """Time ``step_fn`` under each compute setting on a fresh model; an out-of-memory setting is recorded."""
     from accelerate import Accelerator
 
     from cafe_core.workbench.training import update
 
     rows = []
-    timer = Timer(device)
     for setting in settings:
-        entry = {"part": name, "batch": batch_size, "setting": label(setting), **setting}
+        entry = {"part": name, "batch": batch_size, "setting": label(setting), **asdict(setting)}
         model = optimizer = prepared = one_step = None
         try:
             if device.type == "cuda":
@@ -171,7 +149,7 @@ def time_part(name: str, make, step_fn, batch_size: int, settings: list[dict], a
             model, batch, training = make(setting)
             params = [p for p in model.trainable_module().parameters()]
             optimizer = torch.optim.AdamW(params, lr=1e-5)
-            if setting["gradient_checkpointing"]:
+            if setting.gradient_checkpointing:
                 model.enable_gradient_checkpointing()
             model.train()
             if getattr(model, "vae", None) is not None:
@@ -181,9 +159,10 @@ def time_part(name: str, make, step_fn, batch_size: int, settings: list[dict], a
             def one_step(step=(accelerator, prepared, model, batch, training), params=params, optimizer=optimizer):
                 step_fn(*step)
                 update(step[0], params, optimizer)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # the step's kernels finish inside its timing
 
-            times = timer.run(one_step, args.warmup, args.repeats)
-            seconds = statistics.median(times)
+            seconds = median_time(one_step, args.repeats, warmup=args.warmup)
             entry.update(seconds_per_step=round(seconds, 3), samples_per_second=round(batch_size / seconds, 2))
             if device.type == "cuda":
                 entry["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
@@ -241,7 +220,7 @@ def main() -> None:
         def make_generator(setting):
             generator = build_generator(cfg, device)
             batch = generator_batch(generator, args.generator_batch, rng, torch_rng)
-            return generator, batch, GeneratorTraining(1, args.generator_batch, 1e-5, snr_gamma=5.0, **setting)
+            return generator, batch, GeneratorTraining(1, args.generator_batch, 1e-5, snr_gamma=5.0, compute=setting)
 
         def g_step(accelerator, prepared, generator, batch, training):
             generator_step(accelerator, prepared, generator, batch, training)
@@ -255,7 +234,7 @@ def main() -> None:
         def make_assistant(setting):
             assistant = build_assistant(cfg, device, lm_dtype)
             batch = assistant_batch(assistant, args.assistant_batch, args.response_tokens, patches, rng, torch_rng)
-            return assistant, batch, AssistantTraining(1, args.assistant_batch, **setting)
+            return assistant, batch, AssistantTraining(1, args.assistant_batch, compute=setting)
 
         def m_step(accelerator, prepared, assistant, batch, training):
             assistant_step(accelerator, prepared, batch, training)

@@ -174,7 +174,7 @@ class _Trainer:
     def _builder(self, seed: int, lam: float, ckpt: Path, generator: CafeGenerator):
         params, spec, a, accelerator = self.params, self.spec, self.params.assistant, self.accelerator
         training = AssistantTraining(
-            a.steps, a.batch_size, a.lr, a.weight_decay, a.checkpoint_every, seed, **asdict(params.compute.assistant)
+            a.steps, a.batch_size, a.lr, a.weight_decay, a.checkpoint_every, seed, compute=params.compute.assistant
         )
 
         def build(folder: Path | None) -> dict:

@@ -110,7 +110,7 @@ def _builder(params: Params, root: Path, name: str, seed: int, data: dict, c, d,
             seed=seed,
             snr_gamma=g.snr_gamma,
             ema_decay=g.ema_decay,
-            **asdict(params.compute.generator),
+            compute=params.compute.generator,
         )
         probe = _sample_probe(data, c, d)
 
