@@ -34,7 +34,7 @@ from cafe_core.models.generator import CafeGenerator  # noqa: E402
 from cafe_core.workbench.config import load_params  # noqa: E402
 from cafe_core.workbench.loop import step_torch_generator  # noqa: E402
 from cafe_core.workbench.paths import ProjectPaths  # noqa: E402
-from cafe_core.workbench.stages.teacher_data import load_training_pairs  # noqa: E402
+from cafe_core.workbench.stages.teacher_data import training_pairs  # noqa: E402
 
 
 def median_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -65,9 +65,9 @@ def main() -> None:
     gen = CafeGenerator.from_pretrained(ProjectPaths(ROOT).generator("main", params.seeds[0]))
     clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
     dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
-    data = load_training_pairs(ROOT / "data/datasets/teacher")
+    pairs = training_pairs(ROOT / "data/datasets/teacher")
     batch = 32
-    x, y = data["x"][:batch], data["y"][:batch]
+    x, y = (pairs[name].subset(np.arange(batch)).decode() for name in ("x", "y"))
     c, d = clip.image_embeds(y), dino.patch_tokens(x)
 
     seconds = median_time(

@@ -47,7 +47,7 @@ def worker(steps: int, batch: int, out: Path) -> None:
     gen = build_generator(params)
     size, n = params.world.image_size, 4 * batch
     rng = np.random.default_rng(0)
-    targets = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    targets = torch.from_numpy(rng.uniform(-1, 1, (n, 3, size, size))).float()  # the world's UNet denoises pixels
     c = torch.from_numpy(rng.normal(size=(n, gen.config.clip_dim))).float()
     d = torch.from_numpy(rng.normal(size=(n, gen.config.dino_tokens, gen.config.dino_dim))).float()
     stamps: list[float] = []

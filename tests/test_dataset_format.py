@@ -223,3 +223,49 @@ def test_rows_without_ground_truth_are_of_unknown_failure_and_graded_apart(tmp_p
     calibration = calibrate_thresholds(scores, quads.failures)
     assert calibration.precision == pytest.approx(0.5)  # 1 good of the 2 known rows, not 3 of 4
     assert set(calibration.rejection_rates) == {"identity_drift", "none", "unknown"}
+
+
+def test_image_rows_stream_only_the_row_groups_that_hold_them(tmp_path, monkeypatch):
+    """G trains on datasets too large to decode at once (1M targets at 512 px are 786 GB): the chosen
+    rows stream a batch at a time, in their order, reading just the row groups that hold them."""
+    import pyarrow.parquet as pq
+
+    from cafe_core.data import dataset as dataset_module
+
+    monkeypatch.setattr(dataset_module, "_ROW_GROUP", 4)
+    with DatasetWriter(tmp_path / "d", rows_per_shard=8) as writer:
+        writer.add_many(_row(i) for i in range(20))  # shards of 8, 8, 4 rows; row groups of 4
+    ds = open_dataset(tmp_path / "d")
+    reads = []
+    read_row_group = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(
+        pq.ParquetFile, "read_row_group", lambda f, g, **kw: reads.append(g) or read_row_group(f, g, **kw)
+    )
+    monkeypatch.setattr(pq, "read_table", lambda *a, **kw: pytest.fail("read the whole column"))
+
+    rows = ds.image_rows("y", [17, 9, 10, 1])
+    batches = list(rows.batches(3))
+    assert [len(b) for b in batches] == [3, 1]
+    np.testing.assert_array_equal(np.concatenate(batches), np.stack([_row(i)["y"] for i in (17, 9, 10, 1)]))
+    assert len(reads) == 3  # rows 9 and 10 share a row group; the other 2 of the 5 groups are never read
+    np.testing.assert_array_equal(rows.subset([3, 0]).decode(), np.stack([_row(1)["y"], _row(17)["y"]]))
+    np.testing.assert_array_equal(ds.images("x", [2]), _row(2)["x"][None])
+    with pytest.raises(IndexError, match="rows outside"):
+        ds.image_rows("x", [20])
+
+
+def test_image_rows_name_their_content(tmp_path):
+    """The feature caches are keyed by what the rows hold: other rows, another column, or a changed
+    shard give another digest; reopening the same dataset gives the same one."""
+    for name, first in (("a", 0), ("b", 100)):
+        with DatasetWriter(tmp_path / name, rows_per_shard=4) as writer:
+            writer.add_many(_row(i) for i in range(first, first + 6))
+    a, b = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "b")
+    digest = a.image_rows("y", [0, 1]).digest()
+    assert digest == open_dataset(tmp_path / "a").image_rows("y", np.array([0, 1])).digest()
+    others = {
+        a.image_rows("y", [0, 2]).digest(),
+        a.image_rows("x", [0, 1]).digest(),
+        b.image_rows("y", [0, 1]).digest(),
+    }
+    assert digest not in others and len(others) == 3

@@ -77,8 +77,12 @@ def test_bad_inputs_fail_clearly():
 
 
 def _toy_data(n=16, seed=0):
+    """(target parameters (n, 3, 8, 8) of random uint8 images, c, d): what train_generator reads."""
+    from cafe_core.models.generator import target_parameters
+
     rng = np.random.default_rng(seed)
-    targets = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    targets = target_parameters(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
     c = torch.from_numpy(rng.normal(size=(n, CLIP_DIM))).float()
     d = torch.from_numpy(rng.normal(size=(n, DINO_TOKENS, DINO_DIM))).float()
     return targets, c, d
@@ -242,7 +246,7 @@ def test_micro_batches_and_checkpointing_give_the_batchs_loss_and_gradient(tmp_p
             gen.enable_gradient_checkpointing()
         forwards = _count_forwards(gen.unet.down_blocks[0].resnets[0])
         draws = gen.training_draws((4, 3, 8, 8), torch.Generator().manual_seed(0))
-        batch = {"images": torch.from_numpy(targets[:4]), "c": c[:4], "d": d[:4], **draws}
+        batch = {"targets": targets[:4], "c": c[:4], "d": d[:4], **draws}
         loss = generator_step(
             accelerator, gen, gen, batch, GeneratorTraining(1, 4, 1e-2, snr_gamma=5.0, compute=StepCompute(**extra))
         )

@@ -155,6 +155,38 @@ def test_sd2_768_trains_g_on_the_velocity(offline_hub):
     torch.testing.assert_close(loss, torch.nn.functional.mse_loss(pred, velocity))
 
 
+def test_g_in_latent_space_trains_from_cached_vae_distributions_the_same_way_every_run(offline_hub, tmp_path):
+    """SD2's targets are cached once as the VAE's latent distributions (what a 1M-sample dataset can
+    hold on disk); each step draws its latents from them with the step's own seed, so a run (or
+    a resumed one) trains the same weights whatever torch's global generator holds."""
+    from cafe_core.models.generator import CafeGenerator, target_parameters
+    from cafe_core.models.text_to_image import TextToImage
+    from cafe_core.workbench.training import GeneratorTraining, train_generator
+
+    t2i = TextToImage.from_pretrained("stabilityai/stable-diffusion-2-base")
+    images = torch.rand(4, 3, 96, 96)
+    parameters = target_parameters(images, t2i.vae)
+    assert parameters.shape == (4, 8, 12, 12)  # mean and log-variance of 4 latent channels
+    g = CafeGenerator.from_text_to_image(t2i, clip_dim=8, dino_dim=6, dino_tokens=4)
+    noise = torch.randn(4, 4, 12, 12)
+    mean, logvar = parameters.chunk(2, dim=1)
+    torch.testing.assert_close(
+        g.sample_target(parameters, noise), (mean + (0.5 * logvar).exp() * noise) * t2i.vae.config.scaling_factor
+    )
+    c, d = torch.randn(4, 8), torch.randn(4, 4, 6)
+    weights = []
+    for global_seed in (1, 2):
+        torch.manual_seed(0)  # G's new layers start alike, as the stage seeds them
+        g = CafeGenerator.from_text_to_image(
+            TextToImage.from_pretrained("stabilityai/stable-diffusion-2-base"), clip_dim=8, dino_dim=6, dino_tokens=4
+        )
+        torch.manual_seed(global_seed)
+        train_generator(g, parameters, c, d, GeneratorTraining(2, 2, 1e-3), tmp_path / f"run-{global_seed}")
+        weights.append(g.unet.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=0, msg=name)
+
+
 def test_a_grouped_query_llama_chats(offline_hub):
     from cafe_core.models.assistant import AssistantConfig, CafeAssistant
 

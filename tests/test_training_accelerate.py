@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     config = ConditioningConfig(12, 10, 4, 24, clip_tokens=2)
     gen = CafeGenerator(tiny_unet(0), DDPMScheduler(num_train_timesteps=100), config)
     rng = np.random.default_rng(0)
-    targets = rng.integers(0, 256, (32, 8, 8, 3), dtype=np.uint8)
+    targets = torch.from_numpy(rng.uniform(-1, 1, (32, 3, 8, 8))).float()  # pixel space: the targets themselves
     c = torch.from_numpy(rng.normal(size=(32, 12))).float()
     d = torch.from_numpy(rng.normal(size=(32, 4, 10))).float()
     acc = Accelerator(cpu=True)

@@ -39,6 +39,7 @@ __all__ = [
     "CafeGenerator",
     "min_snr_weights",
     "prediction_type",
+    "target_parameters",
 ]
 
 CONDITIONING_FILE = "cafe_conditioning.safetensors"
@@ -68,6 +69,18 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.T
         raise ValueError(f"snr_gamma must be > 0, got {gamma}")
     snr = compute_snr(scheduler, timesteps).clamp_min(1e-12)
     return snr.clamp(max=gamma) / (snr + 1 if prediction_type(scheduler) == "v_prediction" else snr)
+
+
+def target_parameters(
+    images: torch.Tensor, vae=None, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """:meth:`CafeGenerator.target_parameters` for the ``vae`` of a checkpoint (None: a pixel-space UNet),
+    before any G is built: a training stage caches them once per dataset."""
+    x = images.to(device, dtype) * 2 - 1
+    if vae is None:
+        return x
+    with torch.no_grad():
+        return vae.encode(x).latent_dist.parameters
 
 
 class CafeGenerator(UNetDeviceMixin, nn.Module):
@@ -187,13 +200,29 @@ class CafeGenerator(UNetDeviceMixin, nn.Module):
         for a batch of SD2's 64 x 64 latents, at the cost of a second forward of each block."""
         self.unet.enable_gradient_checkpointing()
 
+    def target_parameters(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (B, 3, H, W) -> what a training target is drawn from, computed once per
+        image (a training run caches it): (B, 2C, h, w) the VAE's latent mean and log-variance
+        (diffusers' ``DiagonalGaussianDistribution.parameters``), or (B, 3, H, W) the pixels in
+        [-1, 1] where the UNet denoises pixels."""
+        return target_parameters(images, self.vae, device=self.device, dtype=self.dtype)
+
+    def sample_target(self, parameters: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`target_parameters` (B, 2C or 3, h, w) -> a target (B, C, h, w) in the space the UNet
+        denoises: a latent drawn from the VAE's distribution with ``noise`` (B, C, h, w; None: torch's
+        global generator), times its scaling factor; or the pixels themselves."""
+        parameters = parameters.to(self.device, self.dtype)
+        if self.vae is None:
+            return parameters
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        latents = DiagonalGaussianDistribution(parameters)
+        sample = latents.sample() if noise is None else latents.mean + latents.std * noise.to(latents.mean)
+        return sample * self.vae.config.scaling_factor
+
     def encode_target(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] (B, 3, H, W) -> the space the UNet denoises (VAE latents or [-1, 1] pixels)."""
-        x = images.to(self.device, self.dtype) * 2 - 1
-        if self.vae is not None:
-            with torch.no_grad():
-                x = self.vae.encode(x).latent_dist.sample() * self.vae.config.scaling_factor
-        return x
+        return self.sample_target(self.target_parameters(images))
 
     def forward(
         self,

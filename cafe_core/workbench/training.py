@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .config import StepCompute
@@ -88,7 +87,7 @@ class GeneratorTraining:
 
 def train_generator(
     generator,
-    targets: np.ndarray,
+    targets: torch.Tensor,
     c: torch.Tensor,
     d: torch.Tensor,
     config: GeneratorTraining,
@@ -97,8 +96,10 @@ def train_generator(
     accelerator=None,
     on_checkpoint: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """Train G on (target image y, c = E_c(y), d = E_d(x)) triples with accelerate.
+    """Train G on (target y, c = E_c(y), d = E_d(x)) triples with accelerate.
 
+    ``targets``: (N, ...) :meth:`CafeGenerator.target_parameters` of the targets y, ``c`` (N, clip_dim),
+    ``d`` (N, tokens, dino_dim); rows aligned, and they may be memory-mapped (each step reads its rows).
     The global batch of each step is drawn from `step_generator(seed, step)` and split over
     processes, so `accelerate launch --num_processes 2` trains the same model as one process.
     """
@@ -122,16 +123,18 @@ def train_generator(
     ema = _ema(generator.trainable_module(), config.ema_decay)
     model, optimizer = accelerator.prepare(generator, optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
-    images = torch.from_numpy(np.ascontiguousarray(targets))
+    target_shape = (generator.unet.config.in_channels, *targets.shape[-2:])  # the UNet's channels at the data's size
 
     def step(i: int) -> dict:
         rng = step_generator(config.seed, i)
         idx = rng.choice(len(targets), config.batch_size, replace=False)[rank::world]
-        draws = generator.training_draws(
-            (config.batch_size, *_target_shape(generator)), step_torch_generator(config.seed, i), config.drop_p
-        )
+        shape, torch_rng = (config.batch_size, *target_shape), step_torch_generator(config.seed, i)
+        draws = generator.training_draws(shape, torch_rng, config.drop_p)
+        if generator.vae is not None:  # each target a latent drawn from its VAE distribution, the batch's at once
+            draws["latent_noise"] = torch.randn(shape, generator=torch_rng)
         set_lr(optimizer, cosine_lr(i, config.steps, config.lr))
-        batch = {"images": images[idx], "c": c[idx], "d": d[idx], **{k: v[rank::world] for k, v in draws.items()}}
+        batch = {"targets": targets[idx], "c": c[idx], "d": d[idx]}
+        batch.update({k: v[rank::world] for k, v in draws.items()})
         loss = generator_step(accelerator, model, generator, batch, config)
         update(accelerator, params, optimizer)
         if ema is not None:
@@ -154,16 +157,17 @@ def train_generator(
 def generator_step(accelerator, model, generator, batch: dict[str, torch.Tensor], config: GeneratorTraining):
     """Forward and backward of eq. 3 on this process's rows of one step (the optimiser is the caller's).
 
-    ``batch``: ``images`` (B, H, W, 3) uint8 targets y, ``c`` (B, clip_dim), ``d`` (B, N, dino_dim) and
-    :meth:`CafeGenerator.training_draws`' ``noise``, ``timesteps``, ``keep_c``, ``keep_d``, rows aligned;
-    ``model`` is ``generator`` as ``accelerator.prepare`` returned it. Eq. 3's loss is a mean over rows,
-    so micro-batches weighted by their share of the rows give the batch's gradient. Returns the loss.
+    ``batch``: ``targets`` (B, ...) :meth:`CafeGenerator.target_parameters` of the targets y, ``c``
+    (B, clip_dim), ``d`` (B, N, dino_dim) and :meth:`CafeGenerator.training_draws`' ``noise``,
+    ``timesteps``, ``keep_c``, ``keep_d`` (and ``latent_noise``), rows aligned; ``model`` is
+    ``generator`` as ``accelerator.prepare`` returned it. Eq. 3's loss is a mean over rows, so
+    micro-batches weighted by their share of the rows give the batch's gradient. Returns the loss.
     """
-    rows = len(batch["images"])
+    rows = len(batch["targets"])
 
     def loss_of(part: slice) -> dict[str, torch.Tensor]:
-        y = generator.encode_target(batch["images"][part].permute(0, 3, 1, 2).float() / 255.0)
-        inputs = {k: v[part] for k, v in batch.items() if k != "images"}
+        inputs = {k: v[part] for k, v in batch.items()}
+        y = generator.sample_target(inputs.pop("targets"), inputs.pop("latent_noise", None))
         loss = model(y, **inputs, snr_gamma=config.snr_gamma)
         return {"loss": loss * ((part.stop - part.start) / rows)}
 
@@ -179,11 +183,6 @@ def _ema(module: torch.nn.Module, decay: float | None):
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay))
-
-
-def _target_shape(generator) -> tuple[int, int, int]:
-    cfg = generator.unet.config
-    return (cfg.in_channels, cfg.sample_size, cfg.sample_size)
 
 
 # --- the assistant M (eq. 2) ----------------------------------------------------------------------

@@ -9,8 +9,9 @@ them), trained by the stages' own step functions (`cafe_core.workbench.training.
 `configs/accelerate/*.yaml` run them:
 
 - G (eq. 3): the SD2-base UNet with CAFE's joint attention and conditioner, trained in float32 weights
-  with AdamW; targets are 512 x 512 photos encoded by the frozen VAE each step (as the stage does), c is
-  (B, 768) and d (B, 256, 1536), DINOv2-giant's tokens. The paper's batch: 64.
+  with AdamW; targets are the frozen VAE's latent distributions of 512 x 512 photos, encoded once (the
+  stage caches them) and a latent drawn from each every step; c is (B, 768) and d (B, 256, 1536),
+  DINOv2-giant's tokens. The paper's batch: 64.
 - M (eq. 2): V, H and [GEN] trained in float32 beside the frozen Llama-2-13B in bf16; 576 CLIP L/14-336
   patch features per prompt (the stage caches them, so no CLIP runs here), a chat prompt with <image>, and a
   response of --response-tokens tokens. The paper's batch: 128.
@@ -90,8 +91,9 @@ def build_generator(cfg: dict, device: torch.device):
 
 def generator_batch(generator, batch: int, rng: np.random.Generator, torch_rng: torch.Generator) -> dict:
     cfg = generator.config
+    photos = torch.from_numpy(rng.integers(0, 256, (batch, 3, PHOTO_SIZE, PHOTO_SIZE), dtype=np.uint8))
     return {
-        "images": torch.from_numpy(rng.integers(0, 256, (batch, PHOTO_SIZE, PHOTO_SIZE, 3), dtype=np.uint8)),
+        "targets": torch.cat([generator.target_parameters(part.float() / 255) for part in photos.split(8)]),
         "c": torch.randn(batch, cfg.clip_dim, generator=torch_rng),
         "d": torch.randn(batch, cfg.dino_tokens, cfg.dino_dim, generator=torch_rng),
         **generator.training_draws(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.dataset import open_dataset
+from ...data.dataset import ImageRows, open_dataset
 from ...data.filter import FilterConfig, apply_filter, calibrate_thresholds, filter_scores
 from ...data.quadruplets import write_dataset
 from ...models.encoders import ClipEncoder, DinoEncoder
@@ -19,7 +19,7 @@ from ..dataset_report import log_dataset_report
 from ..paths import ProjectPaths
 from ..sources import training_source
 
-__all__ = ["TEACHER_DATASET", "load_training_pairs", "teacher_data", "training_dataset"]
+__all__ = ["TEACHER_DATASET", "teacher_data", "training_dataset", "training_pairs"]
 
 TEACHER_DATASET = "teacher"
 """The dataset ``teacher_data`` writes: every quadruplet, its scores and the filter's decisions."""
@@ -98,11 +98,11 @@ def training_dataset(root: Path, name: str, seed: int) -> Path:
     raise FileNotFoundError(f"dataset {name!r} is missing for training seed {seed} ({folder}): run {made_by} first")
 
 
-def load_training_pairs(folder: str | Path) -> dict[str, np.ndarray]:
-    """The pairs G trains on: ``x``, ``y`` (uint8 (N, H, W, 3)) of the rows of the dataset at
-    ``folder`` that every decision made keeps (:meth:`~cafe_core.data.dataset.Dataset.kept`)."""
+def training_pairs(folder: str | Path) -> dict[str, ImageRows]:
+    """The pairs G trains on: ``x`` and ``y`` of the rows of the dataset at ``folder`` that every
+    decision made keeps (:meth:`~cafe_core.data.dataset.Dataset.kept`), streamed (nothing decoded yet)."""
     dataset = open_dataset(folder)
     kept = dataset.kept()
     if not kept.any():
         raise ValueError(f"{folder}: no row passes its filters; G has nothing to train on")
-    return {"x": dataset.images("x", kept), "y": dataset.images("y", kept)}
+    return {"x": dataset.image_rows("x", kept), "y": dataset.image_rows("y", kept)}

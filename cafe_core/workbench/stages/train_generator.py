@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 
 from ...data.features import cached_features
 from ...models.encoders import ClipEncoder, DinoEncoder
-from ...models.generator import CafeGenerator
+from ...models.generator import CafeGenerator, target_parameters
 from ...models.text_to_image import TextToImage
 from ...utils.digest import config_hash
 from .. import tracking
@@ -22,7 +23,7 @@ from ..paths import ProjectPaths
 from ..plots import image_grid
 from ..training import GeneratorTraining, train_generator
 from .common import encoder_key
-from .teacher_data import load_training_pairs, training_dataset
+from .teacher_data import training_dataset, training_pairs
 
 __all__ = ["GENERATOR_MARKER", "train_generator_stage"]
 
@@ -49,22 +50,37 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     accelerator = accelerator or Accelerator()
     model_root = paths.model_root(params.profile)
     clip_name, dino_name = params.profile.encoder(spec.clip), params.profile.encoder(spec.dino)
-    clip = ClipEncoder.from_pretrained(clip_name, model_root=model_root)
-    dino = DinoEncoder.from_pretrained(dino_name, model_root=model_root)
+    device = accelerator.device  # the frozen encoders fill the caches where the training runs
+    clip = ClipEncoder.from_pretrained(clip_name, model_root=model_root, device=device)
+    dino = DinoEncoder.from_pretrained(dino_name, model_root=model_root, device=device)
     clip_key, dino_key = encoder_key(params, paths, clip_name), encoder_key(params, paths, dino_name)
+    t2i_key = encoder_key(params, paths, params.profile.text_to_image)
+    vae = functools.cache(
+        lambda: TextToImage.from_pretrained(params.profile.text_to_image, model_root=model_root, device=device).vae
+    )
+
+    def encode_targets(images: np.ndarray) -> torch.Tensor:
+        """uint8 targets (b, H, W, 3) -> what G draws its training targets from (its VAE's or pixels);
+        the checkpoint is loaded only when a cache must be filled."""
+        return target_parameters(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, vae(), device=device)
+
     code, done = code_digest(__name__), {}
     run_params = {"generator": g.training(), "spec": asdict(spec), "seeds": params.seeds}
     stage_run = tracking.start_run(f"train_generator@{name}", params, log_params=run_params, root=root)
     with stage_run if accelerator.is_main_process else contextlib.nullcontext():
         for seed in params.seeds:
             folder = training_dataset(root, spec.data, seed)
-            data = load_training_pairs(folder)
-            c = cached_features(
-                f"clip-{spec.clip}", data["y"], clip.image_embeds, key_parts=(clip_key,), cache_dir=paths.features
-            )
-            d = cached_features(
-                f"dino-{spec.dino}", data["x"], dino.patch_tokens, key_parts=(dino_key,), cache_dir=paths.features
-            )
+            pairs = training_pairs(folder)
+            with accelerator.main_process_first():  # the main process fills a missing cache, the others read it
+                targets = cached_features(
+                    "targets", pairs["y"], encode_targets, key_parts=(t2i_key,), cache_dir=paths.features
+                )
+                c = cached_features(
+                    f"clip-{spec.clip}", pairs["y"], clip.image_embeds, key_parts=(clip_key,), cache_dir=paths.features
+                )
+                d = cached_features(
+                    f"dino-{spec.dino}", pairs["x"], dino.patch_tokens, key_parts=(dino_key,), cache_dir=paths.features
+                )
             if accelerator.is_main_process:
                 tracking.log_metrics({f"pairs_seed_{seed}": len(c)})
                 tracking.set_tags({f"cafe.dataset.seed_{seed}": str(folder.relative_to(root))})
@@ -74,7 +90,7 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
                 paths.generator(name, seed),
                 key=key,
                 marker=GENERATOR_MARKER,
-                build=_builder(params, root, name, seed, data, c, d, ckpt, accelerator),
+                build=_builder(params, root, name, seed, pairs, (targets, c, d), ckpt, accelerator),
                 checkpoint=ckpt,
                 main_process=accelerator.is_main_process,
             )
@@ -83,10 +99,12 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     return done
 
 
-def _builder(params: Params, root: Path, name: str, seed: int, data: dict, c, d, ckpt: Path, accelerator):
-    """What ``build_once`` runs to train training seed ``seed`` of G ``name`` into a folder."""
+def _builder(params: Params, root: Path, name: str, seed: int, pairs: dict, features: tuple, ckpt: Path, accelerator):
+    """What ``build_once`` runs to train training seed ``seed`` of G ``name`` into a folder:
+    ``pairs`` its training rows (:func:`training_pairs`), ``features`` their (targets, c, d)."""
     paths, spec, g = ProjectPaths(root), params.generators[name], params.generator
     model_root = paths.model_root(params.profile)
+    targets, c, d = features
 
     def build(folder: Path | None) -> dict:
         t2i = TextToImage.from_pretrained(
@@ -112,7 +130,7 @@ def _builder(params: Params, root: Path, name: str, seed: int, data: dict, c, d,
             ema_decay=g.ema_decay,
             compute=params.compute.generator,
         )
-        probe = _sample_probe(data, c, d)
+        probe = _sample_probe(pairs, c, d)
 
         def log_samples(step: int) -> None:
             if accelerator.is_main_process and (step % g.sample_every == 0 or step == g.steps):
@@ -127,7 +145,7 @@ def _builder(params: Params, root: Path, name: str, seed: int, data: dict, c, d,
         run = tracking.start_run(f"seed-{seed}", params, log_params={"training_seed": seed}, root=root)
         with run if main else contextlib.nullcontext():
             stats = train_generator(
-                gen, data["y"], c, d, training, ckpt, accelerator=accelerator, on_checkpoint=log_samples
+                gen, targets, c, d, training, ckpt, accelerator=accelerator, on_checkpoint=log_samples
             )
             if folder is not None:
                 gen.save_pretrained(folder)
@@ -137,6 +155,7 @@ def _builder(params: Params, root: Path, name: str, seed: int, data: dict, c, d,
     return build
 
 
-def _sample_probe(data: dict, c: torch.Tensor, d: torch.Tensor, n: int = 8) -> dict:
+def _sample_probe(pairs: dict, c: torch.Tensor, d: torch.Tensor, n: int = 8) -> dict:
+    """``n`` training rows spread over the dataset, drawn during training to show its progress."""
     rows = np.linspace(0, len(c) - 1, n).astype(int)
-    return {"x": data["x"][rows], "y": data["y"][rows], "c": c[rows], "d": d[rows]}
+    return {"x": pairs["x"].subset(rows).decode(), "y": pairs["y"].subset(rows).decode(), "c": c[rows], "d": d[rows]}
