@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.files import atomic_save_safetensors
+from .dataset import ImageRows
 
 __all__ = ["DialogueSet", "load_dialogues", "save_dialogues"]
 
@@ -24,8 +25,9 @@ class DialogueSet:
     messages: list[list[dict]]
     responses: list[str]
     kinds: list[str]
-    x: np.ndarray  # uint8 (N, H, W, 3): the user's plain photo of the subject
-    y: np.ndarray  # uint8 (N, H, W, 3): the subject in the answered request's context
+    # uint8 (N, H, W, 3) arrays, or a dataset's ImageRows streamed (a training set too large to decode)
+    x: np.ndarray | ImageRows  # the user's plain photo of the subject
+    y: np.ndarray | ImageRows  # the subject in the answered request's context
     subject_ids: np.ndarray  # int64 (N,)
     context_ids: np.ndarray  # int64 (N,): context of y
     valid: list[list[str]]  # names of the contexts that fulfil each request (several for vague wishes)

@@ -210,12 +210,13 @@ def validation_subject_names(subjects: list[str], share: float = VALIDATION_SHAR
     return set(distinct[: max(1, round(share * len(distinct)))])
 
 
-def read_dialogues(dataset: Dataset | str | Path, *, part: str) -> DialogueSet:
+def read_dialogues(dataset: Dataset | str | Path, *, part: str, decode: bool = True) -> DialogueSet:
     """The assistant's chats of ``part`` (``"fit"`` or ``"val"``): the rows every decision keeps
     (:meth:`Dataset.kept`) that have a dialogue (``messages`` and ``response``), ``y`` the target
     whose CLIP embedding the answer predicts. Validation rows are those of
     :func:`validation_subject_names`, so no validation subject is fitted. The contexts that fulfil a
-    request are the row's ``context`` where known (a reader of real data cannot judge more)."""
+    request are the row's ``context`` where known (a reader of real data cannot judge more).
+    ``decode=False`` leaves ``x`` and ``y`` as streamed :class:`ImageRows` (decoded when read)."""
     if part not in ("fit", "val"):
         raise ValueError(f"part must be 'fit' or 'val', got {part!r}")
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
@@ -231,8 +232,8 @@ def read_dialogues(dataset: Dataset | str | Path, *, part: str) -> DialogueSet:
         messages=[[{"role": m["role"], "content": m["content"]} for m in t["messages"][i]] for i in rows],
         responses=[t["response"][i] for i in rows],
         kinds=[t["kind"][i] or "" for i in rows],
-        x=ds.images("x", rows),
-        y=ds.images("y", rows),
+        x=ds.image_rows("x", rows).decode() if decode else ds.image_rows("x", rows),
+        y=ds.image_rows("y", rows).decode() if decode else ds.image_rows("y", rows),
         subject_ids=_ids([subjects[i] for i in rows], subjects),
         context_ids=_ids([c or "" for c in contexts]),
         valid=[[c] if c else [] for c in contexts],

@@ -133,16 +133,20 @@ class FolderSource(DataSource):
     def dialogues(
         self, n: int, *, part: str, seed: int, multi_turn_p: float = 0.0, cache_dir: Path | None = None
     ) -> DialogueSet:
-        """Every dialogue of ``part`` in the folder's dataset (``n`` and ``seed`` size and seed generated sets only)."""
+        """Every dialogue of ``part`` in the folder's dataset (``n`` and ``seed`` size and seed generated sets only).
+        The ``fit`` part's photos and targets stream (:class:`~cafe_core.data.dataset.ImageRows`): a
+        training set of real data may not fit in memory decoded; ``val``'s are decoded."""
         if part not in PARTS:
             raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+        folder = None
         if self.scored is not None:
             if (self.scored / "manifest.json").is_file():
-                return read_dialogues(self.scored, part=part)
-            logger.warning(
-                "%s: no filtered dataset at %s yet; the dialogues of every row are used", self.name, self.scored
-            )
-        return read_dialogues(self._dataset(), part=part)
+                folder = self.scored
+            else:
+                logger.warning(
+                    "%s: no filtered dataset at %s yet; the dialogues of every row are used", self.name, self.scored
+                )
+        return read_dialogues(folder or self._dataset(), part=part, decode=part != "fit")
 
     def subject_words(self) -> list[str] | None:
         words = {w for w in open_dataset(self._dataset()).column("subject_class") if w}

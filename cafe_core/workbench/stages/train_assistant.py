@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...data.dataset import ImageRows
 from ...data.features import cached_features
 from ...models.assistant import AssistantConfig, CafeAssistant
 from ...models.encoders import ClipEncoder, DinoEncoder
@@ -257,4 +258,8 @@ def _dialogue_digest(dialogues) -> str:
     """What a set of dialogues holds (photos, targets, chats, answers): a user's data that changes
     retrains the assistant even where the stage's params do not."""
     d = dialogues
-    return config_hash(photo_digest(d.x), photo_digest(d.y), d.messages, d.responses, d.kinds, d.valid)
+
+    def images(rows) -> str:  # a streamed set names its content without decoding it
+        return rows.digest() if isinstance(rows, ImageRows) else photo_digest(rows)
+
+    return config_hash(images(d.x), images(d.y), d.messages, d.responses, d.kinds, d.valid)
