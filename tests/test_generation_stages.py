@@ -12,7 +12,7 @@ from cafe_core.benchmarks.claims import CLAIMS
 from cafe_core.data.dataset import open_dataset
 from cafe_core.models.generator import CafeGenerator
 from cafe_core.workbench import tracking
-from cafe_core.workbench.config import DataParams
+from cafe_core.workbench.config import DataParams, ParamsError
 from cafe_core.workbench.paths import ProjectPaths
 from cafe_core.workbench.results import read_scores
 from cafe_core.workbench.stages.ablation import ablation_table
@@ -233,6 +233,31 @@ def test_encoder_ablation_table(trained):
     main = CafeGenerator.from_pretrained(ProjectPaths(root).generator("main", params.seeds[0]))
     assert small.config.clip_dim == main.config.clip_dim  # both CLIPs project to the same width
     assert (ProjectPaths(root).ablation("ablation_encoders") / "table.md").is_file()
+
+
+def test_half_precision_feature_caches_train_their_own_g(trained, tmp_path):
+    """features.dtype stores every cache G reads in half precision (half the disk at scale); G
+    trains from them, under another key than the float32 G, so neither stands in for the other."""
+    import dataclasses
+    import shutil
+
+    from cafe_core.workbench.artifacts import read_marker
+    from cafe_core.workbench.config import FeatureParams
+    from cafe_core.workbench.stages.train_generator import GENERATOR_MARKER
+
+    params, root, _, _ = trained
+    for folder in ("models/world", "data/datasets"):
+        shutil.copytree(root / folder, tmp_path / folder)
+    half = dataclasses.replace(params, seeds=params.seeds[:1], features=FeatureParams("float16"))
+    train_generator_stage(half, tmp_path, "main")
+    caches = sorted((tmp_path / "data/features").glob("features-*.npy"))
+    assert [c.name.split("-")[1] for c in caches] == ["clip", "dino", "targets"]
+    assert {np.load(c, mmap_mode="r").dtype for c in caches} == {np.dtype(np.float16)}
+    seed = params.seeds[0]
+    key = read_marker(ProjectPaths(tmp_path).generator("main", seed), GENERATOR_MARKER)["key"]
+    assert key != read_marker(ProjectPaths(root).generator("main", seed), GENERATOR_MARKER)["key"]
+    with pytest.raises(ParamsError, match="features.dtype must be one of float32, float16, bfloat16"):
+        FeatureParams("float64")
 
 
 def test_generator_training_is_reproducible(trained, tmp_path):

@@ -415,6 +415,26 @@ class ComputeParams:
     assistant: StepCompute = field(default_factory=StepCompute)
 
 
+FEATURE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """How the frozen encoders' cached features are stored (README, "Datasets larger than memory")."""
+
+    dtype: str = "float32"  # FEATURE_DTYPES; half precision halves the disk and changes what G and M read
+
+    def __post_init__(self) -> None:
+        if self.dtype not in FEATURE_DTYPES:
+            raise ParamsError(f"features.dtype must be one of {', '.join(FEATURE_DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
 @dataclass(frozen=True)
 class Params:
     profile: Profile
@@ -438,6 +458,7 @@ class Params:
     selfdistill: SelfDistillParams
     ablations: dict[str, list[str]]  # target -> variants in its table
     compute: ComputeParams = field(default_factory=ComputeParams)
+    features: FeatureParams = field(default_factory=FeatureParams)
     source: Path | None = field(default=None, compare=False)
 
 

@@ -133,7 +133,7 @@ def train_generator(
         if generator.vae is not None:  # each target a latent drawn from its VAE distribution, the batch's at once
             draws["latent_noise"] = torch.randn(shape, generator=torch_rng)
         set_lr(optimizer, cosine_lr(i, config.steps, config.lr))
-        batch = {"targets": targets[idx], "c": c[idx], "d": d[idx]}
+        batch = {"targets": targets[idx], "c": c[idx].float(), "d": d[idx].float()}  # caches may be half precision
         batch.update({k: v[rank::world] for k, v in draws.items()})
         loss = generator_step(accelerator, model, generator, batch, config)
         update(accelerator, params, optimizer)
@@ -244,9 +244,9 @@ def train_assistant(
         set_lr(optimizer, cosine_lr(i, config.steps, config.lr))
         batch = {
             "prompt_ids": [prompt_ids[j] for j in idx],
-            "patches": patches[idx],
+            "patches": patches[idx].float(),  # caches may be half precision
             "response_ids": [response_ids[j] for j in idx],
-            "targets": targets[idx],
+            "targets": targets[idx].float(),
         }
         losses = assistant_step(accelerator, model, batch, config)
         update(accelerator, params, optimizer)

@@ -104,7 +104,14 @@ class _Trainer:
         def features(kind: str, images: np.ndarray, encode) -> torch.Tensor:
             """The frozen CLIP's features of ``images``, computed once (cached beside G's)."""
             name = f"{kind}-{gen_spec.clip}"
-            return cached_features(name, images, encode, key_parts=(self.clip_key,), cache_dir=paths.features)
+            return cached_features(
+                name,
+                images,
+                encode,
+                key_parts=(self.clip_key,),
+                cache_dir=paths.features,
+                dtype=params.features.torch_dtype,
+            )
 
         self.patches = features("clip-patches", source_set.x, self.clip.patch_features)  # what V reads
         self.targets = features("clip", source_set.y, self.clip.image_embeds)  # E_c(y), eq. 2's target
@@ -115,7 +122,8 @@ class _Trainer:
         self.lm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         self.sampling = sampling(params, root)  # validation draws: the scales chosen on validation subjects
         self.lm_key, self.code = encoder_key(params, paths, params.profile.lm), code_digest(__name__)
-        self.data_key = config_hash(*(_dialogue_digest(d) for d in (self.train_set, self.val_set)))
+        digests = [_dialogue_digest(d) for d in (self.train_set, self.val_set)]
+        self.data_key = config_hash(*digests, params.features.dtype)  # what M reads: the data, as stored
 
     def train_seed(self, seed: int, lambdas: list[float]) -> dict:
         """Train, validate and publish training seed ``seed`` of the assistant over ``lambdas``."""

@@ -71,20 +71,32 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
         for seed in params.seeds:
             folder = training_dataset(root, spec.data, seed)
             pairs = training_pairs(folder)
+            stored = {"dtype": params.features.torch_dtype}
             with accelerator.main_process_first():  # the main process fills a missing cache, the others read it
                 targets = cached_features(
-                    "targets", pairs["y"], encode_targets, key_parts=(t2i_key,), cache_dir=paths.features
+                    "targets", pairs["y"], encode_targets, key_parts=(t2i_key,), cache_dir=paths.features, **stored
                 )
                 c = cached_features(
-                    f"clip-{spec.clip}", pairs["y"], clip.image_embeds, key_parts=(clip_key,), cache_dir=paths.features
+                    f"clip-{spec.clip}",
+                    pairs["y"],
+                    clip.image_embeds,
+                    key_parts=(clip_key,),
+                    cache_dir=paths.features,
+                    **stored,
                 )
                 d = cached_features(
-                    f"dino-{spec.dino}", pairs["x"], dino.patch_tokens, key_parts=(dino_key,), cache_dir=paths.features
+                    f"dino-{spec.dino}",
+                    pairs["x"],
+                    dino.patch_tokens,
+                    key_parts=(dino_key,),
+                    cache_dir=paths.features,
+                    **stored,
                 )
             if accelerator.is_main_process:
                 tracking.log_metrics({f"pairs_seed_{seed}": len(c)})
                 tracking.set_tags({f"cafe.dataset.seed_{seed}": str(folder.relative_to(root))})
-            key = config_hash(g.training(), seed, asdict(spec), clip_key, dino_key, len(c), code)
+            features = params.features.dtype
+            key = config_hash(g.training(), seed, asdict(spec), clip_key, dino_key, features, len(c), code)
             ckpt = paths.checkpoints("generator") / f"{name}-seed-{seed}-{key}"
             record = build_once(
                 paths.generator(name, seed),
