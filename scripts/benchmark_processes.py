@@ -2,9 +2,9 @@
 
     bin/with-env python scripts/benchmark_processes.py [--steps 40] [--batch 32]
 
-With the world models from `dvc repro pretrain_world`, it trains G (built as the stage builds it,
-on random c, d and targets of the real shapes) for ``--steps`` steps of the global batch
-``--batch``, twice: in one process with torch's threads on every core, and under
+With the world models from `dvc repro pretrain_world` (else a random UNet of their configuration),
+it trains G (built as the stage builds it, on random c, d and targets of the real shapes) for
+``--steps`` steps of the global batch ``--batch``, twice: in one process with torch's threads on every core, and under
 ``accelerate launch --multi_gpu --num_processes <cores>`` (torchrun's launcher, which on a CPU
 machine starts that many CPU processes; ``--cpu`` alone starts one) with one thread per process (each process
 takes its shard of every batch; tests/test_training_accelerate.py checks they train the same

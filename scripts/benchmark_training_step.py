@@ -3,7 +3,8 @@
     bin/with-env python scripts/benchmark_training_step.py [--repeats 5] [--batch 32]
 
 With the world models from `dvc repro pretrain_world` (G is built from the world's UNet, as the
-stage builds it; c and d are random, of the real shapes), it measures in one run:
+stage builds it; c and d are random, of the real shapes; without them, or with --random-world, from
+a random UNet of the world's configuration: the same FLOPs), it measures in one run:
 - the machine's matmul peak on all torch threads (fp32 and bf16, 2048 x 2048);
   bf16 only where the CPU computes it natively (AVX512-BF16 or AMX): elsewhere torch emulates
   it, and the emulated peak ran past 5 minutes on an AVX2 machine, so both bf16 figures are
@@ -50,9 +51,31 @@ def native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def build_generator(params) -> CafeGenerator:
+def build_generator(params, random_world: bool = False) -> CafeGenerator:
+    """G as train_generator builds it from the world's models; with ``random_world``, or where the world
+    is not built, from a UNet of the world's configuration with random weights, and c and d of the
+    world encoders' sizes from params.yaml: the same layers and FLOPs per step, on a fresh clone."""
     model_root = ROOT / params.profile.model_root
     spec, g = params.generators["main"], params.generator
+    if random_world or not (model_root / "t2i").is_dir():
+        from diffusers import DDPMScheduler, UNet2DConditionModel
+
+        from cafe_core.models.attention import ConditioningConfig
+        from cafe_core.world.pretrain import unet_config
+
+        p = params.pretrain
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(**unet_config(p.t2i, params.world.image_size, p.clip.text_hidden_size))
+        scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+        config = ConditioningConfig(
+            clip_dim=p.clip.projection_dim,
+            dino_dim=p.dino.hidden_size,
+            dino_tokens=(params.world.image_size // p.dino.patch_size) ** 2,
+            cross_attention_dim=unet.config.cross_attention_dim,
+            clip_tokens=g.clip_tokens,
+            attention=g.attention,
+        )
+        return CafeGenerator(unet.requires_grad_(True), scheduler, config).train()
     clip = ClipEncoder.from_pretrained(spec.clip, model_root=model_root)
     dino = DinoEncoder.from_pretrained(spec.dino, model_root=model_root)
     probe = torch.zeros(1, 3, params.world.image_size, params.world.image_size)
@@ -70,6 +93,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=None, help="default: params.yaml generator.batch_size")
     parser.add_argument("--bf16", action="store_true", help="measure bf16 even where the CPU only emulates it")
+    parser.add_argument("--random-world", action="store_true", help="random UNet weights even where the world is built")
     args = parser.parse_args()
     measure_bf16 = args.bf16 or native_bf16()
     params = load_params(ROOT / "params.yaml")
@@ -85,7 +109,7 @@ def main() -> None:
         peak["bf16"] = matmul_peak(torch.bfloat16)
         print(f"matmul peak: bf16 {peak['bf16']:.0f} GFLOP/s")
 
-    gen = build_generator(params)
+    gen = build_generator(params, args.random_world)
     size = params.world.image_size
     gen_rng = torch.Generator().manual_seed(0)
     target = torch.rand(batch, 3, size, size, generator=gen_rng) * 2 - 1
