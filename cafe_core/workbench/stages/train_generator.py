@@ -71,26 +71,22 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
         for seed in params.seeds:
             folder = training_dataset(root, spec.data, seed)
             pairs = training_pairs(folder)
-            stored = {"dtype": params.features.torch_dtype}
+            caches = {  # name: (images, encoder, its identity)
+                "targets": (pairs["y"], encode_targets, t2i_key),
+                f"clip-{spec.clip}": (pairs["y"], clip.image_embeds, clip_key),
+                f"dino-{spec.dino}": (pairs["x"], dino.patch_tokens, dino_key),
+            }
             with accelerator.main_process_first():  # the main process fills a missing cache, the others read it
-                targets = cached_features(
-                    "targets", pairs["y"], encode_targets, key_parts=(t2i_key,), cache_dir=paths.features, **stored
-                )
-                c = cached_features(
-                    f"clip-{spec.clip}",
-                    pairs["y"],
-                    clip.image_embeds,
-                    key_parts=(clip_key,),
-                    cache_dir=paths.features,
-                    **stored,
-                )
-                d = cached_features(
-                    f"dino-{spec.dino}",
-                    pairs["x"],
-                    dino.patch_tokens,
-                    key_parts=(dino_key,),
-                    cache_dir=paths.features,
-                    **stored,
+                targets, c, d = (
+                    cached_features(
+                        cache,
+                        images,
+                        encode,
+                        key_parts=(identity,),
+                        cache_dir=paths.features,
+                        dtype=params.features.torch_dtype,
+                    )
+                    for cache, (images, encode, identity) in caches.items()
                 )
             if accelerator.is_main_process:
                 tracking.log_metrics({f"pairs_seed_{seed}": len(c)})
