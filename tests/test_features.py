@@ -69,7 +69,7 @@ def test_a_run_killed_while_encoding_resumes_at_the_rows_it_had_not_written(tmp_
     features = cached_features("toy", stream, resumed, key_parts=("enc",), cache_dir=tmp_path, batch_size=4)
     assert resumed.seen == 2  # the two batches of 4 written before the kill are kept
     torch.testing.assert_close(features, Encoder()(stream.images))
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".npy"]  # partial and progress files gone
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".lock", ".npy"]  # partial and progress files gone
 
 
 def test_half_precision_caches_halve_the_disk_and_keep_the_values(tmp_path):
@@ -85,3 +85,27 @@ def test_half_precision_caches_halve_the_disk_and_keep_the_values(tmp_path):
         assert np.load(cache, mmap_mode="r").itemsize == 2
     with pytest.raises(ValueError, match="no images"):
         cached_features("toy", Stream(0), Encoder(), key_parts=("enc",), cache_dir=tmp_path)
+
+
+def test_processes_wanting_one_cache_fill_it_once(tmp_path):
+    """The processes of a multi-process stage (or two stages sharing an encoder) ask for the same
+    cache at once: one fills it, the others wait and read it, and nobody reads half a file."""
+    import threading
+
+    stream, encoders, results = Stream(12), [], []
+    barrier = threading.Barrier(3)
+
+    def want() -> None:
+        encoder = Encoder()
+        encoders.append(encoder)
+        barrier.wait()
+        results.append(cached_features("toy", stream, encoder, key_parts=("enc",), cache_dir=tmp_path, batch_size=4))
+
+    threads = [threading.Thread(target=want) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(e.seen for e in encoders) == [0, 0, 12]
+    for features in results:
+        torch.testing.assert_close(features, Encoder()(stream.images))

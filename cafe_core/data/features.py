@@ -8,7 +8,8 @@ gathers a random batch of rows, and numpy's memory map reads just those rows' pa
 larger than memory trains as one that fits (DINOv2-giant's patch tokens of 1M photos are 1.6 TB in
 float32); safetensors' lazy slices are contiguous ranges only. The file is filled a batch at a
 time and its progress recorded, so a run killed while encoding resumes at the rows it had not
-written, and the finished file is renamed into place: a reader never sees half a cache.
+written, and the finished file is renamed into place: a reader never sees half a cache. A file
+lock beside it lets one process fill it while the others that want it wait, then read it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from ..utils.digest import config_hash
@@ -64,7 +66,11 @@ def cached_features(
     digest = images.digest() if hasattr(images, "digest") else _array_digest(images)
     path = Path(cache_dir) / f"features-{name}-{config_hash(*key_parts, digest, str(dtype))}.npy"
     if not path.is_file():
-        _fill(path, name, images, encode, batch_size, dtype)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # one filler at a time: the processes of a multi-process stage, or two stages sharing an encoder
+        with FileLock(str(path) + ".lock"):
+            if not path.is_file():  # filled while this process waited
+                _fill(path, name, images, encode, batch_size, dtype)
     return torch.from_numpy(np.load(path, mmap_mode="c")).view(dtype)
 
 
@@ -86,7 +92,6 @@ def _fill(path: Path, name: str, images, encode, batch_size: int, dtype: torch.d
     """Encode every image into ``path`` through a partial file that a killed run resumes."""
     if dtype not in _STORAGE:
         raise ValueError(f"features are stored as one of {list(_STORAGE)}, not {dtype}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     partial, progress = path.with_suffix(".partial.npy"), path.with_suffix(".progress.json")
     total = len(images)
     done = json.loads(progress.read_text())["rows"] if progress.is_file() and partial.is_file() else 0
