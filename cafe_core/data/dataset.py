@@ -22,6 +22,7 @@ made again by the caller.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -146,7 +147,6 @@ class Dataset:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.manifest = _read_manifest(self.folder)
-        self._digest: str | None = None
         missing = [s["file"] for s in self.manifest["shards"] if not (self.folder / s["file"]).is_file()]
         if missing:
             raise FileNotFoundError(f"{self.folder} lists shards that are not there: {missing} (dvc pull?)")
@@ -166,16 +166,15 @@ class Dataset:
     def shards(self) -> list[Path]:
         return [self.folder / s["file"] for s in self.manifest["shards"]]
 
+    @functools.cached_property
     def content_digest(self) -> str:
         """sha256 of the shards' bytes in order, read once per opened dataset (it names a dataset's
         content for caches; a dataset of 1M targets is hundreds of GB, so it is worth keeping)."""
-        if self._digest is None:
-            h = hashlib.sha256()
-            for shard in self.shards:
-                with open(shard, "rb") as f:
-                    h.update(hashlib.file_digest(f, "sha256").digest())
-            self._digest = h.hexdigest()
-        return self._digest
+        h = hashlib.sha256()
+        for shard in self.shards:
+            with open(shard, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+        return h.hexdigest()
 
     def table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The rows as one Arrow table; name ``columns`` to leave the images on disk."""
@@ -259,8 +258,10 @@ class Dataset:
             raise IndexError(f"rows outside 0..{len(self) - 1} of {self.folder}")
         return ImageRows(self, name, wanted)
 
+    @functools.cached_property
     def _row_groups(self) -> list[tuple[Path, int, int]]:
-        """(shard path, row group, first row) of every row group, in the dataset's order."""
+        """(shard path, row group, first row) of every row group, in the dataset's order (each
+        shard's footer read once per opened dataset)."""
         groups, start = [], 0
         for shard in self.manifest["shards"]:
             path = self.folder / shard["file"]
@@ -314,7 +315,7 @@ class ImageRows:
         """uint8 (b, H, W, 3) arrays of ``batch_size`` rows (the last may be shorter), in order."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        groups = self.dataset._row_groups()
+        groups = self.dataset._row_groups
         starts = np.array([start for _, _, start in groups])
         group_of = np.searchsorted(starts, self.rows, side="right") - 1
         cached: tuple[int, list] | None = None  # the last row group read: rows mostly come in order
@@ -349,10 +350,10 @@ class ImageRows:
         return np.stack(decoded) if decoded else np.zeros((0, 0, 0, 3), np.uint8)
 
     def digest(self) -> str:
-        """sha256 of the column's name, the rows' positions and the dataset's :meth:`~Dataset.content_digest`."""
+        """sha256 of the column's name, the rows' positions and the dataset's :attr:`~Dataset.content_digest`."""
         h = hashlib.sha256(np.ascontiguousarray(self.rows, dtype=np.int64).tobytes())
         h.update(self.name.encode())
-        h.update(self.dataset.content_digest().encode())
+        h.update(self.dataset.content_digest.encode())
         return h.hexdigest()
 
 

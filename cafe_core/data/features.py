@@ -14,7 +14,6 @@ lock beside it lets one process fill it while the others that want it wait, then
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from ..utils.digest import config_hash
+from ..utils.digest import config_hash, photo_digest
 from ..utils.files import atomic_write_json
 
 __all__ = ["ImageSource", "cached_features"]
@@ -63,7 +62,7 @@ def cached_features(
         raise ValueError(f"features {name}: no images to encode")
     if cache_dir is None:
         return torch.cat([encode(batch).detach().to("cpu", dtype) for batch in _batches(images, batch_size)])
-    digest = images.digest() if hasattr(images, "digest") else _array_digest(images)
+    digest = images.digest() if hasattr(images, "digest") else photo_digest(np.ascontiguousarray(images))
     path = Path(cache_dir) / f"features-{name}-{config_hash(*key_parts, digest, str(dtype))}.npy"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,10 +71,6 @@ def cached_features(
             if not path.is_file():  # filled while this process waited
                 _fill(path, name, images, encode, batch_size, dtype)
     return torch.from_numpy(np.load(path, mmap_mode="c")).view(dtype)
-
-
-def _array_digest(images: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:12]
 
 
 def _batches(images: np.ndarray | ImageSource, batch_size: int) -> Iterator[np.ndarray]:

@@ -228,12 +228,15 @@ def read_dialogues(dataset: Dataset | str | Path, *, part: str, decode: bool = T
     if not len(rows):
         raise ValueError(f"{ds.folder} has no kept rows with a dialogue for part {part!r}")
     contexts = [t["context"][i] for i in rows]
+    x, y = ds.image_rows("x", rows), ds.image_rows("y", rows)
+    if decode:
+        x, y = x.decode(), y.decode()
     return DialogueSet(
         messages=[[{"role": m["role"], "content": m["content"]} for m in t["messages"][i]] for i in rows],
         responses=[t["response"][i] for i in rows],
         kinds=[t["kind"][i] or "" for i in rows],
-        x=ds.image_rows("x", rows).decode() if decode else ds.image_rows("x", rows),
-        y=ds.image_rows("y", rows).decode() if decode else ds.image_rows("y", rows),
+        x=x,
+        y=y,
         subject_ids=_ids([subjects[i] for i in rows], subjects),
         context_ids=_ids([c or "" for c in contexts]),
         valid=[[c] if c else [] for c in contexts],

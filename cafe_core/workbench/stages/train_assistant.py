@@ -101,7 +101,7 @@ class _Trainer:
         self.dino = DinoEncoder.from_pretrained(dino_name, model_root=self.model_root, device=device)
         self.clip_key = encoder_key(params, paths, clip_name)
 
-        def features(kind: str, images: np.ndarray, encode) -> torch.Tensor:
+        def features(kind: str, images: np.ndarray | ImageRows, encode) -> torch.Tensor:
             """The frozen CLIP's features of ``images``, computed once (cached beside G's)."""
             name = f"{kind}-{gen_spec.clip}"
             return cached_features(
