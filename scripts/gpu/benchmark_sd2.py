@@ -88,15 +88,37 @@ def allocating(device: torch.device, dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
+def dino_tokens(cfg: dict) -> int:
+    """Patch tokens DINOv2 gives for the processor's centre crop (giant: 224 / 14 = 16 x 16 = 256)."""
+    return (DINOV2_PROCESSOR["crop_size"]["height"] // cfg["dino"].patch_size) ** 2
+
+
+def build_generator(cfg: dict, device: torch.device, dtype: torch.dtype):
+    """G as the stages build it: the SD2 UNet and VAE in ``dtype``, read through CAFE's CLIP and DINO tokens."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    from cafe_core.models.attention import ConditioningConfig
+    from cafe_core.models.generator import CafeGenerator
+
+    with allocating(device, dtype):
+        unet = UNet2DConditionModel.from_config(cfg["unet"])
+        vae = AutoencoderKL.from_config(cfg["vae"])
+    conditioning = ConditioningConfig(
+        clip_dim=cfg["clip"].projection_dim,
+        dino_dim=cfg["dino"].hidden_size,
+        dino_tokens=dino_tokens(cfg),
+        cross_attention_dim=unet.config.cross_attention_dim,
+    )
+    scheduler = DDPMScheduler.from_config(reference_config(SD2, subfolder="scheduler"))
+    return CafeGenerator(unet, scheduler, conditioning, vae=vae).to(device)
+
+
 def build_pipeline(device: torch.device, dtype: torch.dtype, *, tiny: bool, steps: int, max_new_tokens: int):
     """CafePipeline over randomly initialised sd2-profile models; returns it and parameter counts (millions)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPModel, Dinov2Model, LlamaForCausalLM
 
     from cafe_core.models.assistant import AssistantConfig, CafeAssistant
-    from cafe_core.models.attention import ConditioningConfig
     from cafe_core.models.encoders import ClipEncoder, DinoEncoder
-    from cafe_core.models.generator import CafeGenerator
     from cafe_core.pipeline import CafePipeline, Sampling
     from cafe_core.world import World
     from cafe_core.world.datasets import build_tokenizer
@@ -111,19 +133,11 @@ def build_pipeline(device: torch.device, dtype: torch.dtype, *, tiny: bool, step
             ),
         )
         lm = LlamaForCausalLM(cfg["lm"])
-        unet = UNet2DConditionModel.from_config(cfg["unet"])
-        vae = AutoencoderKL.from_config(cfg["vae"])
     assistant = CafeAssistant(
         lm, build_tokenizer(World(), for_clip=False), AssistantConfig(patch_dim=clip.patch_dim, clip_dim=clip.embed_dim)
     )
-    conditioning = ConditioningConfig(
-        clip_dim=clip.embed_dim,
-        dino_dim=dino.hidden_size,
-        dino_tokens=dino.num_patches,
-        cross_attention_dim=unet.config.cross_attention_dim,
-    )
-    scheduler = DDPMScheduler.from_config(reference_config(SD2, subfolder="scheduler"))
-    generator = CafeGenerator(unet, scheduler, conditioning, vae=vae).eval().requires_grad_(False)
+    generator = build_generator(cfg, device, dtype).eval().requires_grad_(False)
+    unet, vae = generator.unet, generator.vae
     pipe = CafePipeline.from_parts(
         assistant, clip, dino, generator, Sampling(steps=steps), max_new_tokens=max_new_tokens
     )

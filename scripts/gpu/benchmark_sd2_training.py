@@ -43,12 +43,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "scripts" / "gpu")]
 
 from benchmark_chat import machine_info  # noqa: E402
 from benchmark_generation import median_time  # noqa: E402
-from benchmark_sd2 import MESSAGE, PHOTO_SIZE, SD2, allocating, configs  # noqa: E402
+from benchmark_sd2 import MESSAGE, PHOTO_SIZE, allocating, build_generator, configs  # noqa: E402
 
-from cafe_core.models.reference import reference_config  # noqa: E402
 from cafe_core.workbench.config import StepCompute  # noqa: E402
-
-DINO_TOKENS = 256  # DINOv2-giant's 16 x 16 patches of its 224 crop
 
 
 def parse_settings(text: str) -> list[StepCompute]:
@@ -66,27 +63,6 @@ def parse_settings(text: str) -> list[StepCompute]:
 def label(setting: StepCompute) -> str:
     rows = setting.micro_batch_size or "whole"
     return f"micro-batch {rows}" + (", checkpointing" if setting.gradient_checkpointing else "")
-
-
-def build_generator(cfg: dict, device: torch.device):
-    """G as train_generator_stage builds it: the UNet (float32, trainable) with CAFE's conditioning, the VAE."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-    from cafe_core.models.attention import ConditioningConfig
-    from cafe_core.models.generator import CafeGenerator
-
-    with allocating(device, torch.float32):
-        unet = UNet2DConditionModel.from_config(cfg["unet"])
-        vae = AutoencoderKL.from_config(cfg["vae"])
-    conditioning = ConditioningConfig(
-        clip_dim=cfg["clip"].projection_dim,
-        dino_dim=cfg["dino"].hidden_size,
-        dino_tokens=DINO_TOKENS,
-        cross_attention_dim=unet.config.cross_attention_dim,
-    )
-    scheduler = DDPMScheduler.from_config(reference_config(SD2, subfolder="scheduler"))
-    generator = CafeGenerator(unet.requires_grad_(True), scheduler, conditioning, vae=vae)
-    return generator.to(device)
 
 
 def generator_batch(generator, batch: int, rng: np.random.Generator, torch_rng: torch.Generator) -> dict:
@@ -220,7 +196,8 @@ def main() -> None:
     if "generator" in parts:
 
         def make_generator(setting):
-            generator = build_generator(cfg, device)
+            generator = build_generator(cfg, device, torch.float32)  # G trains in float32 weights
+            generator.vae.requires_grad_(False)  # frozen, as train_generator keeps it
             batch = generator_batch(generator, args.generator_batch, rng, torch_rng)
             return generator, batch, GeneratorTraining(1, args.generator_batch, 1e-5, snr_gamma=5.0, compute=setting)
 
