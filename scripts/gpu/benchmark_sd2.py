@@ -88,9 +88,20 @@ def allocating(device: torch.device, dtype: torch.dtype):
         torch.set_default_dtype(previous)
 
 
-def dino_tokens(cfg: dict) -> int:
-    """Patch tokens DINOv2 gives for the processor's centre crop (giant: 224 / 14 = 16 x 16 = 256)."""
-    return (DINOV2_PROCESSOR["crop_size"]["height"] // cfg["dino"].patch_size) ** 2
+def build_dino(cfg: dict, device: torch.device, dtype: torch.dtype):
+    """E_d as the sd2 profile loads it: DINOv2 behind the processor's 224 centre crop (giant: 16 x 16 patches).
+
+    On the ``meta`` device it costs no memory, so a script that needs only ``num_patches`` builds it there.
+    """
+    from transformers import Dinov2Model
+
+    from cafe_core.models.encoders import DinoEncoder
+
+    transform = ImageTransform.from_config(
+        DINOV2_PROCESSOR, default_size=224, default_mean=IMAGENET_MEAN, default_std=IMAGENET_STD
+    )
+    with allocating(device, dtype):
+        return DinoEncoder(Dinov2Model(cfg["dino"]), transform)
 
 
 def build_generator(cfg: dict, device: torch.device, dtype: torch.dtype):
@@ -106,7 +117,7 @@ def build_generator(cfg: dict, device: torch.device, dtype: torch.dtype):
     conditioning = ConditioningConfig(
         clip_dim=cfg["clip"].projection_dim,
         dino_dim=cfg["dino"].hidden_size,
-        dino_tokens=dino_tokens(cfg),
+        dino_tokens=build_dino(cfg, torch.device("meta"), dtype).num_patches,
         cross_attention_dim=unet.config.cross_attention_dim,
     )
     scheduler = DDPMScheduler.from_config(reference_config(SD2, subfolder="scheduler"))
@@ -115,10 +126,10 @@ def build_generator(cfg: dict, device: torch.device, dtype: torch.dtype):
 
 def build_pipeline(device: torch.device, dtype: torch.dtype, *, tiny: bool, steps: int, max_new_tokens: int):
     """CafePipeline over randomly initialised sd2-profile models; returns it and parameter counts (millions)."""
-    from transformers import CLIPModel, Dinov2Model, LlamaForCausalLM
+    from transformers import CLIPModel, LlamaForCausalLM
 
     from cafe_core.models.assistant import AssistantConfig, CafeAssistant
-    from cafe_core.models.encoders import ClipEncoder, DinoEncoder
+    from cafe_core.models.encoders import ClipEncoder
     from cafe_core.pipeline import CafePipeline, Sampling
     from cafe_core.world import World
     from cafe_core.world.datasets import build_tokenizer
@@ -126,13 +137,8 @@ def build_pipeline(device: torch.device, dtype: torch.dtype, *, tiny: bool, step
     cfg = configs(tiny)
     with allocating(device, dtype):
         clip = ClipEncoder(CLIPModel(cfg["clip"]))
-        dino = DinoEncoder(
-            Dinov2Model(cfg["dino"]),
-            ImageTransform.from_config(
-                DINOV2_PROCESSOR, default_size=224, default_mean=IMAGENET_MEAN, default_std=IMAGENET_STD
-            ),
-        )
         lm = LlamaForCausalLM(cfg["lm"])
+    dino = build_dino(cfg, device, dtype)
     assistant = CafeAssistant(
         lm, build_tokenizer(World(), for_clip=False), AssistantConfig(patch_dim=clip.patch_dim, clip_dim=clip.embed_dim)
     )
