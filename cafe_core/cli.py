@@ -395,7 +395,7 @@ def _load(params, root: Path, args, *, assistant: str | None):
         stage = (
             f"train_assistant@{assistant}"
             if assistant is not None
-            else f"train_generator@{args.generator or params.variants[params.fidelity.variant].generator}"
+            else params.generator_stage(args.generator or params.variants[params.fidelity.variant].generator)
         )
         hint = (
             f"\nThe {params.profile.name} profile's models are built, not downloaded: "

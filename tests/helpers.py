@@ -29,6 +29,8 @@ def tiny_raw(steps: int = 4) -> dict:
     raw["world_eval"] = dict(retrieval_images=40, views_per_subject=1, face_pairs=40, lm_dialogues=20, t2i_samples=10)
     raw["teacher"].update(quadruplets=400, clip_threshold=-1.0, dino_threshold=-1.0)  # tiny encoders: keep all
     raw["generator"].update(steps=steps, batch_size=8, checkpoint_every=2, sample_every=steps, sample_steps=3)
+    for spec in raw["finetuned"].values():
+        spec["steps"] = 2
     raw["assistant"].update(
         dialogues=120, val_dialogues=6, steps=steps, batch_size=8, checkpoint_every=2, max_new_tokens=12
     )

@@ -131,3 +131,42 @@ def test_names_that_point_elsewhere_must_exist_and_c_hat_must_live_where_g_reads
     edit(raw)
     with pytest.raises(ParamsError, match=message):
         params_from_dict(raw)
+
+
+def test_finetuned_generators_read_their_starts_encoders_and_are_found_with_the_others(raw):
+    """Table 3's self-distillation Gs start from G `main` (paper 3.3), read its encoders, and are
+    looked up where every G is, so variants, the pipeline and the tables need not know the difference."""
+    raw["finetuned"].update(small_union={"init": "clip_small", "data": "union", "steps": 3})
+    raw["variants"].update(small_union={"generator": "small_union", "guidance": "both", "assistant": "mse_clip_small"})
+    params = params_from_dict(raw)
+    union = params.generators["union"]
+    assert (union.init, union.data, union.steps) == ("main", "union", raw["finetuned"]["union"]["steps"])
+    assert (union.clip, union.dino) == ("clip", "dino")
+    small = params.generators["small_union"]
+    assert (small.clip, small.dino, small.steps) == ("clip_small", "dino", 3)  # its start's encoders
+    assert params.generators["main"].init is None and params.generators["main"].steps is None
+    assert params.generator_stage("union") == "finetune_generator@union"
+    assert params.generator_stage("main") == "train_generator@main"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda r: r["finetuned"]["union"].update(init="huge"),
+            r"'finetuned.union.init' names 'huge', not a key of 'generators'",
+        ),
+        (lambda r: r["finetuned"]["union"].update(init="selfdistill"), r"'finetuned.union.init' names 'selfdistill'"),
+        (lambda r: r["finetuned"]["union"].update(steps=0), r"'finetuned.union.steps' must be at least 1"),
+        (
+            lambda r: r["finetuned"].update(main={"init": "main", "data": "teacher", "steps": 5}),
+            r"'finetuned.main' is also a key of 'generators'",
+        ),
+        (lambda r: r["generators"]["human"].update(init="main"), r"'generators.human' sets init or steps.*'finetuned'"),
+        (lambda r: r["finetuned"]["union"].pop("steps"), r"missing key 'finetuned.union.steps'"),
+    ],
+)
+def test_a_finetuned_generator_starts_from_a_generator_trained_from_the_base_model(raw, edit, message):
+    edit(raw)
+    with pytest.raises(ParamsError, match=message):
+        params_from_dict(raw)

@@ -139,6 +139,9 @@ def test_table_3s_data_stages_depend_on_what_they_read():
     assistant's G (DVC cannot look the G up, so dvc.yaml names it and this test checks it)."""
     assert "data/datasets/${item.data}" in _body(DVC["train_generator"])["deps"]
     assert all("data" in spec for spec in PARAMS["generators"].values()), "${item.data} needs every generator's"
+    tuned = _body(DVC["finetune_generator"])
+    assert {"data/datasets/${item.data}", "models/generator/${item.init}"} <= set(tuned["deps"])  # it starts from init
+    assert "finetuned.${key}" in tuned["params"] and DVC["finetune_generator"]["foreach"] == "${finetuned}"
     distill = DVC["self_distill"]
     assistant = PARAMS["selfdistill"]["assistant"]
     generator = PARAMS["assistants"][assistant]["generator"]

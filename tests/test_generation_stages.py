@@ -260,6 +260,32 @@ def test_half_precision_feature_caches_train_their_own_g(trained, tmp_path):
         FeatureParams("float64")
 
 
+def test_a_finetuned_generator_starts_from_its_init_of_the_same_seed(trained, tmp_path):
+    """`finetuned` Gs (table 3's self-distillation rows) start from the trained G they name, seed for
+    seed: at learning rate 0 they publish that G's weights unchanged. Without it they say what to run."""
+    import dataclasses
+    import shutil
+
+    params, root, _, _ = trained
+    for folder in ("models/world", "models/generator/main", "data/datasets", "data/features"):
+        shutil.copytree(root / folder, tmp_path / folder)
+    frozen = dataclasses.replace(params, generator=dataclasses.replace(params.generator, lr=0.0))
+    stats = train_generator_stage(frozen, tmp_path, "continued")
+    assert sorted(stats) == params.seeds
+    paths = ProjectPaths(tmp_path)
+    for seed in params.seeds:
+        start = CafeGenerator.from_pretrained(paths.generator("main", seed)).trainable_state_dict()
+        tuned = CafeGenerator.from_pretrained(paths.generator("continued", seed)).trainable_state_dict()
+        assert start.keys() == tuned.keys()
+        assert all(torch.equal(start[k], tuned[k]) for k in start)
+    shutil.rmtree(paths.generator("main", params.seeds[0]))
+    shutil.rmtree(paths.generator("continued", params.seeds[0]))
+    with pytest.raises(
+        FileNotFoundError, match=r"fine-tunes G 'main' of training seed 0.*dvc repro train_generator@main"
+    ):
+        train_generator_stage(frozen, tmp_path, "continued")
+
+
 def test_generator_training_is_reproducible(trained, tmp_path):
     """Two runs of the stage train the same G bit for bit, seed by seed (new layers start from the training seed)."""
     import shutil

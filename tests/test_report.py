@@ -96,7 +96,8 @@ def test_stage_times_count_the_runs_that_built_the_outputs(tmp_path, project_roo
     params = params_from_dict(raw)
     stages = pipeline_stages(tmp_path)
     assert "pretrain_world" in stages and "report" in stages
-    assert {f"train_generator@{g}" for g in params.generators} <= set(stages)
+    assert {f"train_generator@{g}" for g in raw["generators"]} <= set(stages)
+    assert {f"finetune_generator@{g}" for g in raw["finetuned"]} <= set(stages)
     _stage_run(params, tmp_path, "train_generator@main", 600.0, built=1)  # superseded by the next from scratch
     _stage_run(params, tmp_path, "train_generator@main", 300.0, built=1)
     _stage_run(params, tmp_path, "train_generator@main", 540.0, built=2, reused=1)

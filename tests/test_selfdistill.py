@@ -105,18 +105,22 @@ def test_table_3_from_the_review_and_self_distillation(assistant_project):
     assert {s: r["rows"] for s, r in again.items()} == {s: r["rows"] for s, r in made.items()}
     np.testing.assert_array_equal(open_dataset(paths.dataset("selfdistill") / "seed-0").images("y"), first)
 
-    for name in ("human", "selfdistill", "union"):
+    for name in ("human", "selfdistill", "union", "continued"):
         train_generator_stage(params, root, name)
     for variant in params.ablations["ablation_selfdistill"]:  # the D_auto row is the full system, `both`
         evaluate_variant(params, root, variant)
     ablation_table(params, root, "ablation_selfdistill")
     folder = paths.ablation("ablation_selfdistill")
     datasets = {d["variant"]: d for d in json.loads((folder / "datasets.json").read_text())}
-    assert set(datasets) == {"both", "human", "selfdistill", "union"}
+    assert set(datasets) == {"both", "continued", "human", "selfdistill", "union"}
+    assert datasets["human"]["init"] is None and datasets["human"]["steps"] == params.generator.steps
+    assert datasets["union"]["init"] == datasets["continued"]["init"] == "main"  # paper 3.3: fine-tuned
+    assert datasets["continued"]["dataset"] == "teacher"
     assert datasets["both"]["dataset"] == "teacher" and datasets["both"]["added_seconds"] == 0
     assert datasets["union"]["samples"] == datasets["both"]["samples"] + datasets["selfdistill"]["samples"]
     assert datasets["selfdistill"]["added_seconds"] == datasets["union"]["added_seconds"] > 0
     verdicts = json.loads((folder / "verdicts.json").read_text())
     assert len(verdicts) == 6 and {v["verdict"] for v in verdicts} <= {"holds", "reversed", "within_noise"}
     table = (folder / "table.md").read_text()
-    assert "| human | `human` |" in table and "simulated reviewer seconds" in table
+    assert "| human | `human` | from the base model," in table and "simulated reviewer seconds" in table
+    assert "| union | `union` | G `main` fine-tuned, 2 steps |" in table

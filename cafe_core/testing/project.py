@@ -93,6 +93,8 @@ def tiny_sd2_params(source: str | os.PathLike) -> dict:
     raw["profile"] = "sd2"
     raw["seeds"] = [0]
     raw["generator"].update(steps=2, batch_size=2, checkpoint_every=1, sample_every=2, sample_steps=2)
+    for spec in raw["finetuned"].values():
+        spec["steps"] = 1
     raw["assistant"].update(dialogues=16, val_dialogues=4, steps=2, batch_size=2, checkpoint_every=1, max_new_tokens=4)
     for spec in raw["assistants"].values():
         spec["lambdas"] = spec["lambdas"][:1]

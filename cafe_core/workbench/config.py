@@ -294,6 +294,21 @@ class GeneratorSpec:
     clip: str
     dino: str
     data: str = "teacher"
+    init: str | None = None  # the G of `generators` this one fine-tunes, seed for seed; None: the base model
+    steps: int | None = None  # its training steps; None: `generator.steps`
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """A G that starts from a trained one (``init``, a key of ``generators``: the same training seed's
+    weights) and trains ``steps`` more on the dataset ``data``, reading ``init``'s encoders. Paper 3.3:
+    self-distillation trains on the automatically filtered data, generates more, and "fine-tunes
+    the model itself" on what the filter keeps. Loaded params list these among ``generators`` too
+    (as a :class:`GeneratorSpec` with ``init`` and ``steps``), so every G is found in one place."""
+
+    init: str
+    data: str
+    steps: int
 
 
 @dataclass(frozen=True)
@@ -448,7 +463,7 @@ class Params:
     fidelity: FidelityParams
     teacher: TeacherParams
     generator: GeneratorParams
-    generators: dict[str, GeneratorSpec]
+    generators: dict[str, GeneratorSpec]  # as loaded: those trained from the base model, then `finetuned`'s
     variants: dict[str, VariantSpec]
     assistant: AssistantParams
     assistants: dict[str, AssistantSpec]
@@ -459,7 +474,14 @@ class Params:
     ablations: dict[str, list[str]]  # target -> variants in its table
     compute: ComputeParams = field(default_factory=ComputeParams)
     features: FeatureParams = field(default_factory=FeatureParams)
+    finetuned: dict[str, FinetuneSpec] = field(default_factory=dict)
     source: Path | None = field(default=None, compare=False)
+
+    def generator_stage(self, name: str) -> str:
+        """The ``dvc.yaml`` stage that trains G ``name``: ``finetune_generator@<name>`` for one that
+        starts from another G, ``train_generator@<name>`` for the others."""
+        spec = self.generators.get(name)
+        return f"{'finetune' if spec is not None and spec.init else 'train'}_generator@{name}"
 
 
 def _from_dict(cls: type, data: Any, where: str, source: str) -> Any:
@@ -555,8 +577,35 @@ def params_from_dict(
     if isinstance(chosen, str) and chosen in overrides:
         data = _merge(data, overrides[chosen], f"profile_overrides.{chosen}", source)
     params = _from_dict(Params, data, "", source)
+    params = dataclasses.replace(params, generators=_with_finetuned(params, source))
     _check_references(params, source)
     return dataclasses.replace(params, source=path)
+
+
+def _with_finetuned(params: Params, source: str) -> dict[str, GeneratorSpec]:
+    """``generators`` and then ``finetuned``'s Gs, each a :class:`GeneratorSpec` reading its
+    ``init``'s encoders. A fine-tuned G starts from a G trained from the base model (DVC's stage
+    for it depends on that G's folder), so ``init`` is declared under ``finetuned`` only."""
+    merged = dict(params.generators)
+    for name, spec in merged.items():
+        if spec.init is not None or spec.steps is not None:
+            raise ParamsError(
+                f"{source}: key 'generators.{name}' sets init or steps: a G that starts from another "
+                "belongs under 'finetuned' (init, data, steps), whose stage depends on the G it starts from"
+            )
+    for name, tune in params.finetuned.items():
+        if name in merged:
+            raise ParamsError(f"{source}: key 'finetuned.{name}' is also a key of 'generators': name it once")
+        if tune.init not in params.generators:
+            raise ParamsError(
+                f"{source}: key 'finetuned.{name}.init' names {tune.init!r}, not a key of 'generators' "
+                f"({', '.join(params.generators)})"
+            )
+        if tune.steps < 1:
+            raise ParamsError(f"{source}: key 'finetuned.{name}.steps' must be at least 1, got {tune.steps}")
+        base = params.generators[tune.init]
+        merged[name] = GeneratorSpec(clip=base.clip, dino=base.dino, data=tune.data, init=tune.init, steps=tune.steps)
+    return merged
 
 
 def _check_references(params: Params, source: str) -> None:

@@ -104,8 +104,11 @@ def build_dino(cfg: dict, device: torch.device, dtype: torch.dtype):
         return DinoEncoder(Dinov2Model(cfg["dino"]), transform)
 
 
-def build_generator(cfg: dict, device: torch.device, dtype: torch.dtype):
-    """G as the stages build it: the SD2 UNet and VAE in ``dtype``, read through CAFE's CLIP and DINO tokens."""
+def build_generator(cfg: dict, device: torch.device, dtype: torch.dtype, *, dino_tokens: int | None = None):
+    """G as the stages build it: the SD2 UNet and VAE in ``dtype``, read through CAFE's CLIP and DINO tokens.
+
+    ``dino_tokens``: E_d's patch count, when the caller has E_d; else it is read from E_d built on ``meta``.
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     from cafe_core.models.attention import ConditioningConfig
@@ -117,7 +120,7 @@ def build_generator(cfg: dict, device: torch.device, dtype: torch.dtype):
     conditioning = ConditioningConfig(
         clip_dim=cfg["clip"].projection_dim,
         dino_dim=cfg["dino"].hidden_size,
-        dino_tokens=build_dino(cfg, torch.device("meta"), dtype).num_patches,
+        dino_tokens=dino_tokens or build_dino(cfg, torch.device("meta"), dtype).num_patches,
         cross_attention_dim=unet.config.cross_attention_dim,
     )
     scheduler = DDPMScheduler.from_config(reference_config(SD2, subfolder="scheduler"))
@@ -142,7 +145,7 @@ def build_pipeline(device: torch.device, dtype: torch.dtype, *, tiny: bool, step
     assistant = CafeAssistant(
         lm, build_tokenizer(World(), for_clip=False), AssistantConfig(patch_dim=clip.patch_dim, clip_dim=clip.embed_dim)
     )
-    generator = build_generator(cfg, device, dtype).eval().requires_grad_(False)
+    generator = build_generator(cfg, device, dtype, dino_tokens=dino.num_patches).eval().requires_grad_(False)
     unet, vae = generator.unet, generator.vae
     pipe = CafePipeline.from_parts(
         assistant, clip, dino, generator, Sampling(steps=steps), max_new_tokens=max_new_tokens

@@ -90,6 +90,7 @@ STAGES: dict[str, tuple[Callable, str | None]] = {
     "review": (_review, None),  # human filtering: simulated, or the decisions file params name
     "self_distill": (_self_distill, None),  # eq. 4's targets by the stage-1 system, every training seed
     "train_generator": (_generator, None),  # NAME: a key of `generators`
+    "finetune_generator": (_generator, None),  # NAME: a key of `finetuned` (the same code: its spec has `init`)
     "train_assistant": (_assistant, None),  # NAME: a key of `assistants`
     "guidance": (_guidance, None),  # s_c and s_d chosen on validation subjects
     "evaluate": (_evaluate, None),  # NAME: a variant, gt_embedding or real_images

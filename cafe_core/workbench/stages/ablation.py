@@ -69,18 +69,20 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
 
 def _training_data(params: Params, root: Path, variants: list[str]) -> list[dict]:
     """Per row whose G trained on another dataset than some other row's: the dataset, its rows
-    (mean over training seeds) and the cost it added; empty when every row shares one dataset."""
-    named = {v: params.generators[params.variants[v].generator].data for v in variants if v in params.variants}
-    if len(set(named.values())) < 2:
+    (mean over training seeds), the cost it added, and where its G started (``init``: a G it
+    fine-tuned, or None for the base model) for how many ``steps``; empty when every row shares one dataset."""
+    specs = {v: params.generators[params.variants[v].generator] for v in variants if v in params.variants}
+    if len({spec.data for spec in specs.values()}) < 2:
         return []
     out = []
-    for variant, name in named.items():
-        summary = read_dataset_summary(root, name)
+    for variant, spec in specs.items():
+        summary = read_dataset_summary(root, spec.data)
         if summary is None:
             raise FileNotFoundError(
-                f"no statistics of dataset {name!r} (results/datasets/): run the stage that makes it"
+                f"no statistics of dataset {spec.data!r} (results/datasets/): run the stage that makes it"
             )
-        out.append({"variant": variant, **summary})
+        steps = spec.steps or params.generator.steps
+        out.append({"variant": variant, **summary, "init": spec.init, "steps": steps})
     return out
 
 
@@ -88,13 +90,15 @@ def _datasets_note(datasets: list[dict]) -> list[str]:
     """The training data of each row, as Markdown under the table."""
     lines = [
         "",
-        "| row | trained on | samples | added cost (s) | what the cost is |",
-        "| --- | --- | --- | --- | --- |",
+        "| row | trained on | G's training | samples | added cost (s) | what the cost is |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [
-        f"| {d['variant']} | `{d['dataset']}` | {d['samples']:,.0f} | {d['added_seconds']:,.0f} | {d['added_cost']} |"
-        for d in datasets
-    ]
+    for d in datasets:
+        start = f"G `{d['init']}` fine-tuned" if d.get("init") else "from the base model"
+        lines.append(
+            f"| {d['variant']} | `{d['dataset']}` | {start}, {d['steps']:,} steps | {d['samples']:,.0f} "
+            f"| {d['added_seconds']:,.0f} | {d['added_cost']} |"
+        )
     return lines
 
 

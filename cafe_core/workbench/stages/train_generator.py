@@ -1,4 +1,5 @@
-"""Stage ``train_generator@<name>``: G (eq. 1, eq. 3) trained on the filtered teacher data."""
+"""Stages ``train_generator@<name>`` and ``finetune_generator@<name>``: G (eq. 1, eq. 3) trained
+from the base text-to-image model, or fine-tuned from a trained G (paper 3.3), on a dataset."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from ...models.encoders import ClipEncoder, DinoEncoder
 from ...models.generator import CafeGenerator, target_parameters
 from ...models.text_to_image import TextToImage
 from ...utils.digest import config_hash
+from ...utils.hub import resolve_model
 from .. import tracking
-from ..artifacts import build_once
+from ..artifacts import build_once, read_marker
 from ..code_deps import code_digest
 from ..config import Params
 from ..paths import ProjectPaths
@@ -33,6 +35,8 @@ GENERATOR_MARKER = "cafe_generator.json"
 def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict[int, dict]:
     """Train generator ``name`` (its encoders and dataset from ``params.generators``) on the rows its
     dataset keeps, once per training seed (``params.seeds``), each to ``models/generator/<name>/seed-<seed>``.
+    A G with ``init`` (``params.finetuned``) starts from that G's weights of the same training seed
+    and trains its own ``steps``; the others start from the base model.
 
     Returns each seed's final training losses. A seed already trained with this key is skipped, so
     a killed stage resumes at the seed it was training (from its checkpoint). Runs under
@@ -55,9 +59,7 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     dino = DinoEncoder.from_pretrained(dino_name, model_root=model_root, device=device)
     clip_key, dino_key = encoder_key(params, paths, clip_name), encoder_key(params, paths, dino_name)
     t2i_key = encoder_key(params, paths, params.profile.text_to_image)
-    vae = functools.cache(
-        lambda: TextToImage.from_pretrained(params.profile.text_to_image, model_root=model_root, device=device).vae
-    )
+    vae = functools.cache(lambda: _base_vae(params.profile.text_to_image, model_root, device))
 
     def encode_targets(images: np.ndarray) -> torch.Tensor:
         """uint8 targets (b, H, W, 3) -> what G draws its training targets from (its VAE's or pixels);
@@ -66,7 +68,7 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
 
     code, done = code_digest(__name__), {}
     run_params = {"generator": g.training(), "spec": asdict(spec), "seeds": params.seeds}
-    stage_run = tracking.start_run(f"train_generator@{name}", params, log_params=run_params, root=root)
+    stage_run = tracking.start_run(params.generator_stage(name), params, log_params=run_params, root=root)
     with stage_run if accelerator.is_main_process else contextlib.nullcontext():
         for seed in params.seeds:
             folder = training_dataset(root, spec.data, seed)
@@ -92,7 +94,8 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
                 tracking.log_metrics({f"pairs_seed_{seed}": len(c)})
                 tracking.set_tags({f"cafe.dataset.seed_{seed}": str(folder.relative_to(root))})
             features = params.features.dtype
-            key = config_hash(g.training(), seed, asdict(spec), clip_key, dino_key, features, len(c), code)
+            start = _start_key(paths, name, spec.init, seed)
+            key = config_hash(g.training(), seed, asdict(spec), start, clip_key, dino_key, features, len(c), code)
             ckpt = paths.checkpoints("generator") / f"{name}-seed-{seed}-{key}"
             record = build_once(
                 paths.generator(name, seed),
@@ -113,22 +116,27 @@ def _builder(params: Params, root: Path, name: str, seed: int, pairs: dict, feat
     paths, spec, g = ProjectPaths(root), params.generators[name], params.generator
     model_root = paths.model_root(params.profile)
     targets, c, d = features
+    steps = spec.steps or g.steps  # a fine-tuned G's own; the others train `generator.steps`
 
     def build(folder: Path | None) -> dict:
-        t2i = TextToImage.from_pretrained(
-            params.profile.text_to_image, model_root=model_root, device=accelerator.device
-        )
-        torch.manual_seed(seed)  # G's new layers start from the training seed, not torch's random one
-        gen = CafeGenerator.from_text_to_image(
-            t2i,
-            clip_dim=c.shape[-1],
-            dino_dim=d.shape[-1],
-            dino_tokens=d.shape[1],
-            clip_tokens=g.clip_tokens,
-            attention=g.attention,
-        )
+        if spec.init is not None:  # the trained G's UNet, CAFE processors and conditioner, all trained on
+            gen = CafeGenerator.from_pretrained(paths.generator(spec.init, seed), device=accelerator.device)
+            gen.trainable_module().requires_grad_(True)
+        else:
+            t2i = TextToImage.from_pretrained(
+                params.profile.text_to_image, model_root=model_root, device=accelerator.device
+            )
+            torch.manual_seed(seed)  # G's new layers start from the training seed, not torch's random one
+            gen = CafeGenerator.from_text_to_image(
+                t2i,
+                clip_dim=c.shape[-1],
+                dino_dim=d.shape[-1],
+                dino_tokens=d.shape[1],
+                clip_tokens=g.clip_tokens,
+                attention=g.attention,
+            )
         training = GeneratorTraining(
-            steps=g.steps,
+            steps=steps,
             batch_size=g.batch_size,
             lr=g.lr,
             drop_p=g.drop_p,
@@ -141,7 +149,7 @@ def _builder(params: Params, root: Path, name: str, seed: int, pairs: dict, feat
         probe = _sample_probe(pairs, c, d)
 
         def log_samples(step: int) -> None:
-            if accelerator.is_main_process and (step % g.sample_every == 0 or step == g.steps):
+            if accelerator.is_main_process and (step % g.sample_every == 0 or step == steps):
                 gen.eval()
                 images = gen.generate(probe["c"], probe["d"], num_inference_steps=g.sample_steps, seed=seed)
                 gen.train()
@@ -161,6 +169,32 @@ def _builder(params: Params, root: Path, name: str, seed: int, pairs: dict, feat
         return {"spec": asdict(spec), "seed": seed, "final": stats}
 
     return build
+
+
+def _start_key(paths: ProjectPaths, name: str, init: str | None, seed: int) -> str | None:
+    """The skip key of the G that ``name`` fine-tunes (training seed ``seed``), so a retrained start
+    retrains it; None for a G that starts from the base model (whose key is in its encoders' keys)."""
+    if init is None:
+        return None
+    record = read_marker(paths.generator(init, seed), GENERATOR_MARKER)
+    if record is None:
+        raise FileNotFoundError(
+            f"G {name!r} fine-tunes G {init!r} of training seed {seed}, which is not trained yet: "
+            f"run `dvc repro train_generator@{init}`"
+        )
+    return record["key"]
+
+
+def _base_vae(text_to_image: str, model_root: Path, device):
+    """The base model's VAE alone (None for a pixel-space model): its UNet and text encoder are not
+    needed to encode G's targets, and at SD2's size the text encoder alone is 1.4 GB."""
+    from diffusers import AutoencoderKL
+
+    path = resolve_model(text_to_image, model_root=model_root)
+    if not (path / "vae").is_dir():
+        return None
+    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", use_safetensors=True)
+    return vae.to(device).eval().requires_grad_(False)
 
 
 def _sample_probe(pairs: dict, c: torch.Tensor, d: torch.Tensor, n: int = 8) -> dict:
