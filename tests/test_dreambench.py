@@ -219,6 +219,17 @@ def test_a_table_with_intervals_shows_them_with_its_seeds_and_verdicts(tmp_path:
     assert (row["ID"], row["ID_ci95"], row["seeds"]) == ("0.250", "0.050", "3")
 
 
+def test_controls_are_listed_apart_from_the_papers_claims(tmp_path: Path) -> None:
+    rows = [ProtocolRow("both", "face", CLIP_T=0.3, ID=0.25, ci95={"CLIP-T": 0.02, "ID": 0.05}, seeds=3)]
+    judged = {"metric": "ID", "domain": "face", "difference": 0.1, "ci95": [0.04, 0.16], "verdict": "holds"}
+    claim, control = {**judged, "claim": "D_union beats D_auto"}, {**judged, "claim": "union beats continued"}
+    md = write_table(rows, tmp_path, [claim], notes=["", "a note"], controls=[control])[1].read_text().splitlines()
+    heading = md.index("| control (not a claim of the paper) | metric | domain | difference | 95% interval | verdict |")
+    assert md.index("| D_union beats D_auto | ID | face | +0.100 | [+0.040, +0.160] | holds |") < heading
+    assert md[heading + 2] == "| union beats continued | ID | face | +0.100 | [+0.040, +0.160] | holds |"
+    assert md[-1] == "a note"
+
+
 # --- CAFE-mini cases ------------------------------------------------------------------------------
 
 

@@ -121,6 +121,16 @@ def test_table_3_from_the_review_and_self_distillation(assistant_project):
     assert datasets["selfdistill"]["added_seconds"] == datasets["union"]["added_seconds"] > 0
     verdicts = json.loads((folder / "verdicts.json").read_text())
     assert len(verdicts) == 6 and {v["verdict"] for v in verdicts} <= {"holds", "reversed", "within_noise"}
+    controls = json.loads((folder / "controls.json").read_text())  # the fine-tuned rows against `continued`
+    assert [(c["higher"], c["lower"]) for c in controls if c["metric"] == "ID"] == [
+        ("continued", "both"),
+        ("selfdistill", "continued"),
+        ("union", "continued"),
+    ]
+    assert all(c["seeds"] == len(params.seeds) and c["verdict"] != "not_measured" for c in controls)
     table = (folder / "table.md").read_text()
     assert "| human | `human` | from the base model," in table and "simulated reviewer seconds" in table
     assert "| union | `union` | G `main` fine-tuned, 2 steps |" in table
+    claims, controls_md = table.index("| claim (paper) |"), table.index("| control (not a claim of the paper) |")
+    assert claims < controls_md < table.index("| row | trained on |")
+    assert "| fine-tuning on D_union gives a higher ID than on D_auto | ID | face |" in table

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cafe_core.benchmarks.claims import CLAIMS, Claim, judge
+from cafe_core.benchmarks.claims import CLAIMS, CONTROLS, Claim, judge
 from cafe_core.benchmarks.statistics import score_grid, seeds_and_subjects_interval
 from cafe_core.benchmarks.tables import interval_rows
 
@@ -74,5 +74,5 @@ def test_every_claim_names_rows_its_table_has():
     from cafe_core.workbench.config import project_root
 
     ablations = yaml.safe_load((project_root() / "params.yaml").read_text())["ablations"]
-    for target, claims in CLAIMS.items():
+    for target, claims in (*CLAIMS.items(), *CONTROLS.items()):
         assert all({c.higher, c.lower} <= set(ablations[target]) for c in claims), target

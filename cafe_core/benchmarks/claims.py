@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .statistics import score_grid, seeds_and_subjects_interval
 
-__all__ = ["CLAIMS", "NOT_MEASURED", "Claim", "judge"]
+__all__ = ["CLAIMS", "CONTROLS", "NOT_MEASURED", "Claim", "judge"]
 
 NOT_MEASURED = "not_measured"
 
@@ -59,6 +59,24 @@ tables). Table 4's MSE row and table 3's D_auto row are the full system ``both``
 automatically filtered data, the MSE assistant's c_hat, both branches). Table 3's claims are the
 paper's ordering: D_self above D_human, and D_union best (above D_auto and D_human on both
 metrics in its table; above D_self on CLIP-T, where it leads, 0.297 to 0.291)."""
+
+
+CONTROLS: dict[str, tuple[Claim, ...]] = {
+    "ablation_selfdistill": (  # the fine-tuned rows against `continued`: G main, the same steps on D_auto
+        Claim("the extra steps on D_auto give a higher ID than G main", "ID", "face", "continued", "both"),
+        Claim("the extra steps on D_auto give a higher CLIP-T than G main", "CLIP-T", "face", "continued", "both"),
+        Claim("fine-tuning on D_self gives a higher ID than on D_auto", "ID", "face", "selfdistill", "continued"),
+        Claim(
+            "fine-tuning on D_self gives a higher CLIP-T than on D_auto", "CLIP-T", "face", "selfdistill", "continued"
+        ),
+        Claim("fine-tuning on D_union gives a higher ID than on D_auto", "ID", "face", "union", "continued"),
+        Claim("fine-tuning on D_union gives a higher CLIP-T than on D_auto", "CLIP-T", "face", "union", "continued"),
+    ),
+}
+"""Target -> comparisons its own design calls for, judged as claims are but not claims of the paper.
+Table 3's self-distilled Gs fine-tune G ``main`` (paper 3.3), so they train for more steps than the
+D_auto row; its control row ``continued`` takes the same steps on D_auto. A fine-tuned row's edge
+over ``continued`` is its data's; ``continued`` against ``both`` is the extra steps' alone."""
 
 
 def judge(claim: Claim, scores: Mapping[str, Mapping[int, list[dict]]], *, seed: int) -> dict:

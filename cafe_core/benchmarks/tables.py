@@ -94,13 +94,14 @@ def write_table(
     folder: str | os.PathLike[str],
     verdicts: Sequence[Mapping] = (),
     notes: Sequence[str] = (),
+    controls: Sequence[Mapping] = (),
 ) -> tuple[Path, Path]:
     """Write ``table.csv`` and ``table.md`` into ``folder`` atomically; return their paths.
 
     Scores have 3 decimals, shown in Markdown as ``mean ± half-width`` where the row has
     intervals; unmeasured ones are empty cells, so a reader never mistakes a missing metric for
-    a zero. ``verdicts`` (:func:`.claims.judge`'s) are listed under the Markdown table, then the
-    Markdown lines ``notes``.
+    a zero. ``verdicts`` (:func:`.claims.judge`'s) are listed under the Markdown table, then
+    ``controls`` (judged the same way, but not the paper's claims), then the Markdown lines ``notes``.
     """
     folder = Path(folder)
     header = csv_columns()
@@ -117,12 +118,9 @@ def write_table(
             "interval from a bootstrap over seeds and subjects.",
         ]
     if verdicts:
-        markdown += ["", "| claim (paper) | metric | domain | difference | 95% interval | verdict |"]
-        markdown += ["| --- | --- | --- | --- | --- | --- |"]
-        markdown += [
-            f"| {v['claim']} | {v['metric']} | {v['domain']} | {_difference(v)} | {v['verdict'].replace('_', ' ')} |"
-            for v in verdicts
-        ]
+        markdown += ["", *_verdict_lines("claim (paper)", verdicts)]
+    if controls:
+        markdown += ["", *_verdict_lines("control (not a claim of the paper)", controls)]
     markdown += list(notes)
     return (
         atomic_write_text(folder / "table.csv", csv_text.getvalue()),
@@ -146,6 +144,19 @@ def write_scores(rows: Sequence[ProtocolRow], folder: str | os.PathLike[str]) ->
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(lines)
     return atomic_write_text(Path(folder) / "scores.csv", text.getvalue())
+
+
+def _verdict_lines(heading: str, verdicts: Sequence[Mapping]) -> list[str]:
+    """A Markdown table of verdicts: the comparison, its metric, difference, interval and verdict."""
+    lines = [
+        f"| {heading} | metric | domain | difference | 95% interval | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {v['claim']} | {v['metric']} | {v['domain']} | {_difference(v)} | {v['verdict'].replace('_', ' ')} |"
+        for v in verdicts
+    ]
+    return lines
 
 
 def _cell(value: str | float | int | None) -> str:

@@ -3,16 +3,18 @@
 Each collects its evaluated variants (``params.yaml: ablations``, the one list of a table's rows)
 into ``results/<target>/table.{md,csv}``, each score with its 95% interval (``intervals.json``:
 each interval whole, with the parts of its width from training seeds and from subjects), judges
-the paper's claims about those rows into ``results/<target>/verdicts.json``, and logs one MLflow run that
+the paper's claims about those rows into ``results/<target>/verdicts.json`` (and the comparisons
+the table's design calls for, ``claims.CONTROLS``, into ``controls.json``), and logs one MLflow run that
 links to the rows' evaluation runs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
-from ...benchmarks.claims import CLAIMS, judge
+from ...benchmarks.claims import CLAIMS, CONTROLS, Claim, judge
 from ...benchmarks.tables import ProtocolRow, interval_rows, write_scores, write_table
 from ...utils.digest import file_digest
 from ...utils.files import atomic_write_json
@@ -48,19 +50,22 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
             source = tracking.find_run({"cafe.metrics_digest": digest}, params, root)
             if source is not None:
                 links[f"cafe.source_run.{variant}"] = source
-        verdicts = [judge(c, scores, seed=params.seed) for c in _claims(target, variants)]
+        verdicts = [judge(c, scores, seed=params.seed) for c in _present(CLAIMS.get(target, ()), target, variants)]
+        controls = [judge(c, scores, seed=params.seed) for c in _present(CONTROLS.get(target, ()), target, variants)]
         folder = paths.ablation(target)
         datasets = _training_data(params, root, variants)
         notes = _datasets_note(datasets) if datasets else ()
         table = (
-            *write_table(rows, folder, verdicts, notes=notes),
+            *write_table(rows, folder, verdicts, notes=notes, controls=controls),
             write_scores(rows, folder),
             atomic_write_json(folder / "verdicts.json", verdicts),
             atomic_write_json(folder / "intervals.json", [_widths(r) for r in rows]),
         )
+        if target in CONTROLS:  # written even when its rows are missing, so DVC finds the output
+            table += (atomic_write_json(folder / "controls.json", controls),)
         if datasets:  # the rows' G trained on different data (table 3): what each had, and its cost
             table += (atomic_write_json(folder / "datasets.json", datasets),)
-        tracking.log_table([r.to_dict() for r in rows], "table.json")  # verdicts.json, datasets.json: below
+        tracking.log_table([r.to_dict() for r in rows], "table.json")  # verdicts, controls, datasets: below
         tracking.set_tags(links)
         for path in table:
             tracking.log_artifact(path)
@@ -107,10 +112,12 @@ def _widths(row: ProtocolRow) -> dict:
     return {"variant": row.variant, "domain": row.domain, "seeds": row.seeds, "intervals": dict(row.intervals)}
 
 
-def _claims(target: str, variants: list[str]):
-    """The paper's claims about ``target`` whose two rows are both in the table."""
-    claims = CLAIMS.get(target, ())
+def _present(claims: Sequence[Claim], target: str, variants: list[str]) -> list[Claim]:
+    """The ``claims`` about ``target`` whose two rows are both in the table (a warning for each other)."""
     kept = [c for c in claims if c.higher in variants and c.lower in variants]
-    for c in set(claims) - set(kept):
-        logger.warning("%s: no verdict on %r: rows %s and %s are not both there", target, c.claim, c.higher, c.lower)
+    for c in claims:
+        if c not in kept:
+            logger.warning(
+                "%s: no verdict on %r: rows %s and %s are not both there", target, c.claim, c.higher, c.lower
+            )
     return kept
