@@ -134,6 +134,34 @@ def test_plumbing_edits_keep_skip_keys_and_model_edits_change_them(tmp_path, mon
     assert set_digest("cafe_core.world.pretrain", lambda text: text + "\nEDITED = 1\n") != before
 
 
+def test_gs_skip_key_holds_its_rows_not_the_code_that_finds_them(tmp_path, monkeypatch):
+    """G's key hashes the rows it reads by content, so editing where datasets or evaluation data come
+    from (the teacher stage, the data sources) retrains no G; editing its training or data reader does."""
+    from cafe_core.workbench import code_deps
+    from cafe_core.workbench.stages import train_generator
+
+    real = code_deps.module_file
+
+    def digest_after(name):
+        def module_file(module):
+            path = real(module)
+            if module != name:
+                return path
+            copy = tmp_path / f"{module}.py"
+            copy.write_text(path.read_text() + "\nEDITED = 1\n")
+            return copy
+
+        monkeypatch.setattr(code_deps, "module_file", module_file)
+        return train_generator.generator_code()
+
+    before = train_generator.generator_code()
+    for found_by in ("cafe_core.workbench.stages.teacher_data", "cafe_core.workbench.sources", "cafe_core.data.sources"):
+        assert digest_after(found_by) == before, found_by
+    for reads in ("cafe_core.workbench.training", "cafe_core.data.dataset", "cafe_core.models.generator"):
+        assert digest_after(reads) != before, reads
+    assert code_deps.code_digest(train_generator.__name__) != before  # unpruned, the sources were in
+
+
 def test_table_3s_data_stages_depend_on_what_they_read():
     """G reads the dataset its spec names; self-distillation draws with its assistant and that
     assistant's G (DVC cannot look the G up, so dvc.yaml names it and this test checks it)."""

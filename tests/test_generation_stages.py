@@ -260,6 +260,35 @@ def test_half_precision_feature_caches_train_their_own_g(trained, tmp_path):
         FeatureParams("float64")
 
 
+def test_g_retrains_when_its_rows_change_at_the_same_count(trained, tmp_path):
+    """G's skip key holds the rows it trains on by content: a dataset of as many kept rows with one
+    target swapped retrains G, where a key on the row count (or on the code that wrote the rows)
+    would reuse a G that never saw them."""
+    import dataclasses
+    import shutil
+
+    from cafe_core.data.dataset import DatasetWriter, open_dataset
+    from cafe_core.workbench.artifacts import read_marker
+    from cafe_core.workbench.stages.common import GENERATOR_MARKER
+
+    params, root, _, _ = trained
+    one = dataclasses.replace(params, seeds=params.seeds[:1])
+    for folder in ("models/world", "models/generator/main", "data/features"):
+        shutil.copytree(root / folder, tmp_path / folder)
+    teacher = open_dataset(root / "data/datasets/teacher")
+    rows = list(teacher.rows())
+    a, b = np.flatnonzero(teacher.kept())[:2]
+    rows[a]["y"], rows[b]["y"] = rows[b]["y"], rows[a]["y"]
+    with DatasetWriter(tmp_path / "data/datasets/teacher", info=teacher.info) as writer:
+        writer.add_many(rows)
+    paths, seed = ProjectPaths(tmp_path), params.seeds[0]
+    before = read_marker(paths.generator("main", seed), GENERATOR_MARKER)
+    train_generator_stage(one, tmp_path, "main")
+    after = read_marker(paths.generator("main", seed), GENERATOR_MARKER)
+    assert open_dataset(tmp_path / "data/datasets/teacher").kept().sum() == teacher.kept().sum()
+    assert after["key"] != before["key"]  # retrained on the swapped rows
+
+
 def test_a_finetuned_generator_starts_from_its_init_of_the_same_seed(trained, tmp_path):
     """`finetuned` Gs (table 3's self-distillation rows) start from the trained G they name, seed for
     seed: at learning rate 0 they publish that G's weights unchanged. Without it they say what to run."""

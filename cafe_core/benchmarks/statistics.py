@@ -61,14 +61,17 @@ def seeds_and_subjects_interval(values: np.ndarray, *, seed: int, resamples: int
     n_seeds, n_subjects = data.shape
 
     def draws(resample_seeds: bool, resample_subjects: bool) -> np.ndarray:
-        out = np.empty(resamples)
+        rows = np.tile(np.arange(n_seeds), (resamples, 1))
+        cols = np.tile(np.arange(n_subjects), (resamples, 1))
+        for k in range(resamples):  # drawn one resample at a time: the stream the intervals were published with
+            if resample_seeds:
+                rows[k] = rng.integers(n_seeds, size=n_seeds)
+            if resample_subjects:
+                cols[k] = rng.integers(n_subjects, size=n_subjects)
+        cells = data[rows[:, :, None], cols[:, None, :]].reshape(resamples, -1)
         with warnings.catch_warnings():  # a draw of only unscored cells is NaN, left out below
             warnings.simplefilter("ignore", RuntimeWarning)
-            for k in range(resamples):
-                rows = rng.integers(n_seeds, size=n_seeds) if resample_seeds else np.arange(n_seeds)
-                cols = rng.integers(n_subjects, size=n_subjects) if resample_subjects else np.arange(n_subjects)
-                out[k] = np.nanmean(data[np.ix_(rows, cols)])
-        return out
+            return np.nanmean(cells, axis=1)
 
     def half(sample: np.ndarray) -> float:
         low, high = np.nanpercentile(sample, [2.5, 97.5])

@@ -73,13 +73,14 @@ def _direct_imports(source: str, module: str | None) -> frozenset[str]:
     return frozenset(found)
 
 
-def import_closure(modules: set[str]) -> set[str]:
-    """Every ``cafe_core`` module reachable from ``modules`` (their parent packages included)."""
+def import_closure(modules: set[str], prune: frozenset[str] = frozenset()) -> set[str]:
+    """Every ``cafe_core`` module reachable from ``modules`` (their parent packages included),
+    never entering a module of ``prune`` (what only it imports is left out too)."""
     seen: set[str] = set()
     todo = list(modules)
     while todo:
         module = todo.pop()
-        if module in seen:
+        if module in seen or module in prune:
             continue
         seen.add(module)
         parts = module.split(".")
@@ -108,19 +109,22 @@ key already (each key hashes its params), so editing them reruns a stage (DVC st
 code dependencies) without retraining a model that is up to date."""
 
 
-def code_digest(*modules: str) -> str:
+def code_digest(*modules: str, prune: tuple[str, ...] = ()) -> str:
     """A hash of the code of ``modules`` and everything they import, :data:`PLUMBING` aside: part
     of every skip key.
 
     A trained folder is reused only when its key matches, so with this in the key a code change
     retrains what it touches, and ``dvc.lock`` never pairs new code with an old model. What is
     hashed is each module's syntax tree without docstrings (:func:`code_text`): editing a comment,
-    a docstring or the layout retrains nothing.
+    a docstring or the layout retrains nothing. ``prune`` names modules whose every effect on the
+    model the key holds by content (G's key hashes the rows its dataset module hands it), so their
+    code, and what only they import, is left out: editing how a dataset is found retrains nothing
+    that reads the same rows.
     """
     import hashlib
 
     digest = hashlib.sha256()
-    for module in sorted(import_closure(set(modules)) - PLUMBING):
+    for module in sorted(import_closure(set(modules), frozenset(prune)) - PLUMBING):
         digest.update(module.encode() + b"\0" + code_text(module_file(module).read_text()).encode() + b"\0")
     return digest.hexdigest()[:16]
 

@@ -43,8 +43,8 @@ from ..generation_run import generate_dataset
 from ..paths import ProjectPaths
 from .drawing import sampling
 from .evaluate import PromptReferences
+from .common import generator_digest
 from .teacher_data import TEACHER_DATASET
-from .train_generator import GENERATOR_MARKER
 
 __all__ = ["SELF_DATASET", "UNION_DATASET", "SelfDistiller", "self_distill_stage"]
 
@@ -97,7 +97,7 @@ class SelfDistiller:
             # what the rows depend on: a change restarts the dataset instead of mixing old rows in
             "inputs": {
                 "teacher": file_digest(self.teacher.folder / "manifest.json"),
-                "generator": file_digest(paths.generator(generator, seed) / GENERATOR_MARKER),
+                "generator": generator_digest(paths.generator(generator, seed)),
                 "assistant": file_digest(paths.assistant(sd.assistant, seed) / "assistant.safetensors"),
             },
         }

@@ -20,16 +20,15 @@ from ...pipeline import CafePipeline
 from ...utils.digest import config_hash, photo_digest
 from ...utils.files import atomic_write_json
 from .. import tracking
-from ..artifacts import build_once, read_marker
+from ..artifacts import build_once
 from ..code_deps import code_digest
 from ..config import Params, to_dict
 from ..paths import ProjectPaths
 from ..plots import image_grid
 from ..sources import training_source
 from ..training import AssistantTraining, train_assistant
-from .common import encoder_key
+from .common import encoder_key, generator_digest
 from .drawing import sampling
-from .train_generator import GENERATOR_MARKER
 
 __all__ = ["ASSISTANT_MARKER", "train_assistant_stage", "validate_assistant"]
 
@@ -131,7 +130,7 @@ class _Trainer:
         main_process = self.accelerator.is_main_process
         generator_dir = paths.generator(spec.generator, seed)
         generator = CafeGenerator.from_pretrained(generator_dir, device=self.accelerator.device)
-        generator_key = read_marker(generator_dir, GENERATOR_MARKER)["key"]
+        generator_key = generator_digest(generator_dir)  # its weights: a G retrained to the same ones retrains nothing
         out, grid = paths.assistant(self.name, seed), []
         for lam in lambdas:
             sampling = asdict(self.sampling)

@@ -18,18 +18,21 @@ from ...models.text_to_image import TextToImage
 from ...utils.digest import config_hash
 from ...utils.hub import resolve_model
 from .. import tracking
-from ..artifacts import build_once, read_marker
+from ..artifacts import build_once
 from ..code_deps import code_digest
 from ..config import Params
 from ..paths import ProjectPaths
 from ..plots import image_grid
 from ..training import GeneratorTraining, train_generator
-from .common import encoder_key
+from .common import GENERATOR_MARKER, encoder_key, generator_digest
 from .teacher_data import training_dataset, training_pairs
+
+DATASET_MODULE = "cafe_core.workbench.stages.teacher_data"
+"""Where G's rows come from: left out of G's code digest, since its key hashes those rows by content
+(the dataset reader, which decodes them, stays in: it is how G reads them)."""
 
 __all__ = ["GENERATOR_MARKER", "train_generator_stage"]
 
-GENERATOR_MARKER = "cafe_generator.json"
 
 
 def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict[int, dict]:
@@ -66,7 +69,7 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
         the checkpoint is loaded only when a cache must be filled."""
         return target_parameters(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, vae(), device=device)
 
-    code, done = code_digest(__name__), {}
+    code, done = generator_code(), {}
     run_params = {"generator": g.training(), "spec": asdict(spec), "seeds": params.seeds}
     stage_run = tracking.start_run(params.generator_stage(name), params, log_params=run_params, root=root)
     with stage_run if accelerator.is_main_process else contextlib.nullcontext():
@@ -94,8 +97,9 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
                 tracking.log_metrics({f"pairs_seed_{seed}": len(c)})
                 tracking.set_tags({f"cafe.dataset.seed_{seed}": str(folder.relative_to(root))})
             features = params.features.dtype
-            start = _start_key(paths, name, spec.init, seed)
-            key = config_hash(g.training(), seed, asdict(spec), start, clip_key, dino_key, features, len(c), code)
+            start = _start_digest(paths, name, spec.init, seed)
+            rows = [pairs[k].digest() for k in ("x", "y")]  # the rows G reads, by content
+            key = config_hash(g.training(), seed, asdict(spec), start, clip_key, dino_key, features, rows, code)
             ckpt = paths.checkpoints("generator") / f"{name}-seed-{seed}-{key}"
             record = build_once(
                 paths.generator(name, seed),
@@ -108,6 +112,12 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
             accelerator.wait_for_everyone()
             done[seed] = record["final"]
     return done
+
+
+def generator_code() -> str:
+    """The code in G's skip key: this stage's and what it imports, and the dataset reader that decodes
+    G's rows, but not :data:`DATASET_MODULE` (the rows themselves are in the key)."""
+    return code_digest(__name__, "cafe_core.data.dataset", prune=(DATASET_MODULE,))
 
 
 def _builder(params: Params, root: Path, name: str, seed: int, pairs: dict, features: tuple, ckpt: Path, accelerator):
@@ -171,18 +181,19 @@ def _builder(params: Params, root: Path, name: str, seed: int, pairs: dict, feat
     return build
 
 
-def _start_key(paths: ProjectPaths, name: str, init: str | None, seed: int) -> str | None:
-    """The skip key of the G that ``name`` fine-tunes (training seed ``seed``), so a retrained start
-    retrains it; None for a G that starts from the base model (whose key is in its encoders' keys)."""
+def _start_digest(paths: ProjectPaths, name: str, init: str | None, seed: int) -> str | None:
+    """The weights of the G that ``name`` fine-tunes (training seed ``seed``), so a start retrained to
+    other weights retrains it; None for a G that starts from the base model (whose key is in its
+    encoders' keys)."""
     if init is None:
         return None
-    record = read_marker(paths.generator(init, seed), GENERATOR_MARKER)
-    if record is None:
+    try:
+        return generator_digest(paths.generator(init, seed))
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"G {name!r} fine-tunes G {init!r} of training seed {seed}, which is not trained yet: "
             f"run `dvc repro train_generator@{init}`"
-        )
-    return record["key"]
+        ) from None
 
 
 def _base_vae(text_to_image: str, model_root: Path, device):
