@@ -132,9 +132,15 @@ def _parser() -> argparse.ArgumentParser:
 
     score = sub.add_parser(
         "score",
-        help="score a samples folder in DreamBench++'s layout (CAFE's or any method's): DINO, CLIP-I, CLIP-T",
+        help="score a samples folder in DreamBench++'s layout (any method's): DINO, CLIP-I, CLIP-T; ID for faces",
     )
     score.add_argument("samples", type=Path, help="a folder with src_image/, tgt_image/ and text/ (same names)")
+    score.add_argument(
+        "--faces",
+        action="store_true",
+        help="every subject is a person (a peer's faces outputs): ID for every image; "
+        "without it, only subjects named face-... (CAFE's evaluation folders)",
+    )
 
     photo = sub.add_parser("photo", help="write a held-out subject's photo to chat about, and a request to try")
     photo.add_argument("--domain", default="object", help="object or face (the evaluation data's domains)")
@@ -365,7 +371,7 @@ def _score(args) -> int:
     import torch
 
     from .benchmarks.samples import SCORES, SUMMARY, score_samples
-    from .models.encoders import ClipEncoder, DinoEncoder
+    from .models.encoders import ClipEncoder, DinoEncoder, load_face_embedder
     from .workbench.paths import ProjectPaths
 
     root, params = _project(args)
@@ -373,13 +379,14 @@ def _score(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     clip = ClipEncoder.from_pretrained(params.profile.eval_clip, model_root=model_root, device=device)
     dino = DinoEncoder.from_pretrained(params.profile.eval_dino, model_root=model_root, device=device)
+    face = load_face_embedder(params.profile.face_id, model_root=model_root)
     try:
-        summary = score_samples(args.samples, clip, dino)
+        summary = score_samples(args.samples, clip, dino, face=face, faces=True if args.faces else None)
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from None
     print(
         f"{args.samples}: {summary['images']} images of {summary['subjects']} subjects; "
-        + ", ".join(f"{m} {summary[m]:.4f}" for m in ("DINO", "CLIP-I", "CLIP-T"))
+        + ", ".join(f"{m} {summary[m]:.4f}" for m in ("DINO", "CLIP-I", "CLIP-T", "ID") if m in summary)
     )
     print(f"per image: {args.samples / SCORES}; summary: {args.samples / SUMMARY}")
     return 0
@@ -493,7 +500,7 @@ def _photo(params, root: Path, args: argparse.Namespace) -> int:
     """Write the photo of held-out subject ``--index`` of ``--domain`` (the evaluation's own subjects,
     as the tables score them), and print the first of its evaluation requests to try."""
     from .data.sources import DataUnavailable
-    from .workbench.sources import evaluation_source
+    from .workbench.evaluation_sources import evaluation_source
 
     if args.index < 0:
         raise CliError(f"--index must be >= 0, got {args.index}")

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from cafe_core.workbench.config import load_params
+from cafe_core.workbench.evaluation_sources import evaluation_source
 from cafe_core.workbench.paths import ProjectPaths
-from cafe_core.workbench.sources import evaluation_source
 from cafe_core.workbench.stages import guidance
 from cafe_core.workbench.stages.train_generator import train_generator_stage
 

@@ -106,7 +106,7 @@ def test_shipped_sd2_settings_filter_at_the_papers_thresholds_and_read_real_data
         SD2_FILTER.clip_threshold,
         SD2_FILTER.dino_threshold,
     )
-    assert sd2.data.evaluation == "dreambench" and sd2.data.train != "world"
+    assert sd2.data.evaluation == {"object": "dreambench", "face": "data/faces"} and sd2.data.train != "world"
     mini = load_params(project_root / "params.yaml")
     assert mini.data.train == mini.data.evaluation == "world"
     assert mini.teacher.clip_threshold is None  # mini calibrates its thresholds on null pairs

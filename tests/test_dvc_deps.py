@@ -155,7 +155,11 @@ def test_gs_skip_key_holds_its_rows_not_the_code_that_finds_them(tmp_path, monke
         return train_generator.generator_code()
 
     before = train_generator.generator_code()
-    for found_by in ("cafe_core.workbench.stages.teacher_data", "cafe_core.workbench.sources", "cafe_core.data.sources"):
+    for found_by in (
+        "cafe_core.workbench.stages.teacher_data",
+        "cafe_core.workbench.sources",
+        "cafe_core.data.sources",
+    ):
         assert digest_after(found_by) == before, found_by
     for reads in ("cafe_core.workbench.training", "cafe_core.data.dataset", "cafe_core.models.generator"):
         assert digest_after(reads) != before, reads

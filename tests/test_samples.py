@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cafe_core.benchmarks.samples import read_samples, score_samples, write_samples
-from cafe_core.testing import tiny_clip_encoder, tiny_dino_encoder
+from cafe_core.testing import tiny_clip_encoder, tiny_dino_encoder, tiny_face_embedder
 
 
 def photo(seed: int, size: int = 32) -> np.ndarray:
@@ -65,6 +65,21 @@ def test_a_peers_folder_scores_whatever_its_file_types_sizes_and_names(tmp_path,
     assert summary["images"] == 1 and -1.0 <= summary["CLIP-T"] <= 1.0
 
 
+def test_faces_get_id_against_their_conditioning_photo(tmp_path, encoders):
+    """The faces protocol's ID: for CAFE's `face-` subjects, or a peer's faces folder throughout."""
+    clip, dino = encoders
+    face = tiny_face_embedder()
+    items = [("face-ada", 0, 0, photo(0), photo(0), "a person"), ("object-dog", 0, 0, photo(1), photo(2), "a dog")]
+    folder = write_samples(tmp_path / "cafe", items)
+    summary = score_samples(folder, clip, dino, face=face)
+    rows = {r["subject"]: r for r in map(json.loads, (folder / "scores.jsonl").read_text().splitlines())}
+    assert rows["face-ada"]["ID"] == pytest.approx(1.0, abs=1e-5) and "ID" not in rows["object-dog"]
+    assert summary["ID"] == pytest.approx(rows["face-ada"]["ID"]) and "ID" not in summary["per_subject"]["object-dog"]
+    everyone = score_samples(folder, clip, dino, face=face, faces=True)
+    assert everyone["per_subject"]["object-dog"]["ID"] < 1.0
+    assert "ID" not in score_samples(folder, clip, dino)  # no face embedder: no ID
+
+
 def test_a_folder_out_of_layout_is_refused_with_what_is_missing(tmp_path):
     folder = write_samples(tmp_path / "cafe", [("dog", 0, 0, photo(0), photo(1), "a dog")])
     (folder / "text/dog/000_0.txt").unlink()
@@ -84,6 +99,8 @@ def test_cafe_score_uses_the_profiles_evaluation_encoders(tmp_path, tiny_sd2_hub
     folder = write_samples(tmp_path / "samples/cafe", [("dog", 0, 0, photo(0, 64), photo(1, 64), "a dog")])
     assert main(["--root", str(tmp_path), "--profile", "sd2", "--device", "cpu", "score", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "1 images of 1 subjects" in out and (folder / "scores.jsonl").is_file()
+    assert "1 images of 1 subjects" in out and (folder / "scores.jsonl").is_file() and " ID " not in out
+    assert main(["--root", str(tmp_path), "--profile", "sd2", "--device", "cpu", "score", "--faces", str(folder)]) == 0
+    assert "ID " in capsys.readouterr().out  # the profile's face-identity model (ArcFace, ONNX)
     assert main(["--root", str(tmp_path), "--profile", "sd2", "--device", "cpu", "score", str(tmp_path)]) == 2
     assert "is not a samples folder" in capsys.readouterr().err

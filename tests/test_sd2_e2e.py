@@ -1,7 +1,8 @@
 """`dvc repro` of a tiny copy of the project under `profile: sd2` (issue 13, item 2).
 
 The checkpoints are random and tiny, in the real layouts (`cafe_core.testing.checkpoints`); training
-data are DreamBench photos in the project's dataset format; evaluation is DreamBench. The numbers mean
+data are DreamBench photos in the project's dataset format; evaluation is DreamBench for objects and a
+folder of random "people" for the faces protocol. The numbers mean
 nothing: what is checked is that every stage of the one `dvc.yaml` runs on the real code path, that
 what needs the world's ground truth says so instead of failing, and that a second run is a no-op.
 """
@@ -74,13 +75,17 @@ def test_the_stages_read_the_profiles_checkpoints(sd2_project):
     assert (root / "models/generator/main/seed-0/vae/config.json").is_file()  # G draws in the SD2 VAE's latents
 
 
-def test_tables_and_report_are_written_and_unmeasurable_claims_say_so(sd2_project):
+def test_tables_judge_the_papers_face_claims_and_the_empty_ceiling_rows_say_so(sd2_project):
     root, _ = sd2_project
     for target in ("ablation_embeddings", "ablation_encoders", "ablation_loss", "ablation_selfdistill"):
         table = (root / "results" / target / "table.md").read_text()
-        assert "| both | object |" in table
+        assert "| both | object |" in table and "| both | face |" in table
         verdicts = json.loads((root / "results" / target / "verdicts.json").read_text())
-        assert verdicts and all(v["verdict"] == "not_measured" for v in verdicts)  # DreamBench has no faces
+        assert verdicts and all(v["verdict"] != "not_measured" and v["subjects"] == 1 for v in verdicts)
+    scores = json.loads((root / "results/variants/both/subjects.json").read_text())
+    assert {r["subject"] for r in scores if r["domain"] == "face"} == {"person-0"}  # evaluation.face_subjects: 1
+    assert all(r.get("ID") is not None for r in scores if r["domain"] == "face")
+    assert not json.loads((root / "results/variants/real_images/subjects.json").read_text())  # no true images
     report = (root / "results/report.md").read_text()
     assert "ablation_embeddings" in report
     assert json.loads((root / "results/fidelity/probe.json").read_text()) == {}  # no world, no probe

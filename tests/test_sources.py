@@ -10,7 +10,8 @@ from cafe_core.benchmarks.dreambench import DreamBenchSource, load_dreambench
 from cafe_core.data.quadruplets import write_dataset
 from cafe_core.data.sources import DataUnavailable, FolderSource
 from cafe_core.workbench.config import DataParams, ParamsError, load_params
-from cafe_core.workbench.sources import evaluation_source, training_source
+from cafe_core.workbench.evaluation_sources import evaluation_source
+from cafe_core.workbench.sources import training_source
 from cafe_core.world.source import WorldSource
 
 
@@ -103,3 +104,102 @@ def test_dreambench_cases_are_its_subjects_photos_and_prompts(dreambench):
         source.eval_cases("face", 1, 1, 0, 1)
     with pytest.raises(DataUnavailable, match="ground-truth"):
         source.target_images(cases[0], [0, 1])
+
+
+def _faces_folder(folder, prompts="a photo of {} as a chef\n\n{} on the beach\na painting of {}\n"):
+    """ada: one photo (as E4T's researchers have); grace: two, the first by name being the input."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    (folder / "prompts.txt").write_text(prompts)
+    photo = lambda: Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8))  # noqa: E731
+    photo().save(folder / "ada.png")
+    (folder / "grace").mkdir()
+    first, second = photo(), photo()
+    second.save(folder / "grace" / "2.jpg")
+    first.save(folder / "grace" / "1.png")
+    (folder / "notes.txt").write_text("not a photo")
+    return np.asarray(first)
+
+
+def test_a_faces_folder_gives_the_faces_protocols_cases(tmp_path):
+    from cafe_core.benchmarks.dreambench import CAFE_PROMPT_FORMS
+    from cafe_core.benchmarks.faces import FaceFolderSource
+
+    first = _faces_folder(tmp_path / "faces")
+    source = FaceFolderSource(tmp_path / "faces")
+    assert source.domains == ("face",)
+    ada, grace = source.eval_cases("face", 2, 2, seed=0, n_references=1)
+    assert (ada.subject, grace.subject) == ("ada", "grace") and ada.domain == grace.domain == "face"
+    assert len(ada.reference_images) == 1 and len(grace.reference_images) == 2  # ID compares with every photo
+    np.testing.assert_array_equal(np.asarray(grace.input_image), first)
+    assert [p.prompt for p in grace.prompts] == ["a photo of a person as a chef", "a person on the beach"]
+    forms = {form.format(request) for form in CAFE_PROMPT_FORMS for request in ("a photo of this person as a chef",)}
+    assert grace.prompts[0].cafe_prompt in forms
+    assert grace.prompts[1].label == "… on the beach"
+    with pytest.raises(ValueError, match="has 2 people, got 3"):
+        source.eval_cases("face", 3, 1, seed=0, n_references=1)
+    (every,) = source.eval_cases("face", 1, 25, seed=0, n_references=1)  # DreamBench's 25: all 3 of these
+    assert len(every.prompts) == 3
+    with pytest.raises(DataUnavailable, match="no evaluation cases of domain 'object'"):
+        source.eval_cases("object", 1, 1, seed=0, n_references=1)
+    with pytest.raises(DataUnavailable, match="ground-truth target images"):
+        source.target_images(ada, [0])
+    with pytest.raises(DataUnavailable, match="no validation cases"):  # the guidance grid keeps params' scales
+        source.validation_cases("face", 1, 1, seed=0, n_references=1)
+
+
+def test_a_faces_folder_says_what_is_wrong_with_it(tmp_path):
+    from cafe_core.benchmarks.faces import FaceFolderSource
+
+    with pytest.raises(FileNotFoundError, match="faces folder .*missing does not exist"):
+        FaceFolderSource(tmp_path / "missing")
+    _faces_folder(tmp_path / "slotless", prompts="a photo of {} as a chef\na person on the beach\n")
+    with pytest.raises(ValueError, match=r"prompts.txt:2: a prompt needs exactly one \{\}"):
+        FaceFolderSource(tmp_path / "slotless")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "prompts.txt").write_text("{} smiling\n")
+    with pytest.raises(ValueError, match="holds no photo"):
+        FaceFolderSource(tmp_path / "empty")
+
+
+def test_evaluation_data_can_name_a_source_per_domain(params, tmp_path, dreambench, monkeypatch):
+    from cafe_core.data.sources import DomainSources
+
+    monkeypatch.setenv("CAFE_DREAMBENCH", str(dreambench))
+    _faces_folder(tmp_path / "data" / "faces")
+
+    def source(evaluation):
+        return evaluation_source(dataclasses.replace(params, data=DataParams("world", evaluation)), tmp_path)
+
+    both = source({"object": "dreambench", "face": "data/faces"})
+    assert isinstance(both, DomainSources) and both.domains == ("object", "face")
+    (person,) = both.eval_cases("face", 1, 1, seed=0, n_references=1)
+    (thing,) = both.eval_cases("object", 1, 1, seed=0, n_references=1)
+    assert person.subject == "ada" and thing.subject == load_dreambench(dreambench).subjects[0].name
+    with pytest.raises(DataUnavailable, match="ground-truth target images"):
+        both.target_images(person, [0])  # the ceiling rows stay empty on real photos
+    assert "face: " in both.name and "object: dreambench" in both.name  # evaluations are keyed by it
+    assert isinstance(source({"object": "world", "face": "world"}), WorldSource)  # one source: itself
+    faces_only = source({"face": "world"})
+    assert faces_only.domains == ("face",)
+    with pytest.raises(ParamsError, match="maps domains"):
+        source({"scene": "world"})
+    with pytest.raises(ParamsError, match="a faces folder"):
+        source({"object": "data/faces"})  # a folder is a faces folder
+    with pytest.raises(ParamsError, match="has no 'face' cases"):
+        source({"face": "dreambench"})
+
+
+def test_params_read_a_source_per_domain(tmp_path, project_root):
+    import yaml
+
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
+    raw["data"]["evaluation"] = {"object": "world", "face": "data/faces"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert load_params(tmp_path / "params.yaml").data.evaluation == {"object": "world", "face": "data/faces"}
+    raw["data"]["evaluation"] = {"face": 3}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="data.evaluation.face"):
+        load_params(tmp_path / "params.yaml")

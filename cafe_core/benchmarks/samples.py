@@ -11,7 +11,9 @@ as DreamBench++ (Peng et al. 2024) lays out a method's outputs: each generation 
 DINO averages over every photo of the subject instead, :mod:`cafe_core.benchmarks.metrics`).
 :func:`score_samples` reads any folder in this layout, CAFE's or a peer's, and writes
 ``scores.jsonl`` (one line per image) and ``summary.json`` beside the trees, so two methods are
-compared on the same protocol with the same evaluation encoders.
+compared on the same protocol with the same evaluation encoders. Faces also get ID (the faces
+protocol's identity score): CAFE's evaluation names a face subject's folder ``face-<person>``, and
+a peer's faces folder is scored as faces throughout (``faces=True``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = ["IMAGE_SUFFIXES", "Sample", "read_samples", "score_samples", "write_s
 SRC, TGT, TEXT = "src_image", "tgt_image", "text"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SCORES, SUMMARY = "scores.jsonl", "summary.json"
+FACE_PREFIX = "face-"
+"""How CAFE's evaluation names a face subject's folder (``<domain>-<subject>``)."""
 
 
 @dataclass(frozen=True)
@@ -91,12 +95,16 @@ def read_samples(folder: str | os.PathLike) -> list[Sample]:
     return [Sample(k, sources[k], targets[k], texts[k].read_text().strip()) for k in sorted(targets)]
 
 
-def score_samples(folder: str | os.PathLike, eval_clip, eval_dino, *, batch_size: int = 32) -> dict:
+def score_samples(
+    folder: str | os.PathLike, eval_clip, eval_dino, *, face=None, faces: bool | None = None, batch_size: int = 32
+) -> dict:
     """Score every sample of ``folder`` (any method's) and write ``scores.jsonl`` and ``summary.json``.
 
     Per image: DINO (CLS cosine of generated image and its reference photo, ``eval_dino``), CLIP-I
     (the same with ``eval_clip``'s image embeddings) and CLIP-T (cosine of the generated image and
-    its prompt). The summary holds their means, overall and per subject, and the image count.
+    its prompt); and, given a face embedder ``face``, ID (the same with ``face``) for the face
+    samples: those whose subject is named ``face-...`` (``faces=None``), every one (``True``) or
+    none (``False``). The summary holds their means, overall and per subject, and the image count.
     """
     folder = Path(folder)
     samples = read_samples(folder)
@@ -112,16 +120,27 @@ def score_samples(folder: str | os.PathLike, eval_clip, eval_dino, *, batch_size
         {"key": s.key, "subject": s.subject, "DINO": float(d), "CLIP-I": float(i), "CLIP-T": float(t)}
         for s, d, i, t in zip(samples, dino, clip_i, clip_t, strict=True)
     ]
+    is_face = [faces if faces is not None else s.subject.startswith(FACE_PREFIX) for s in samples]
+    if face is not None and any(is_face):
+        at = [k for k, f in enumerate(is_face) if f]
+        identity = F.cosine_similarity(
+            face.embed([sources[k] for k in at], batch_size=batch_size).float(),
+            face.embed([targets[k] for k in at], batch_size=batch_size).float(),
+        )
+        for k, value in zip(at, identity, strict=True):
+            rows[k]["ID"] = float(value)
     atomic_write_text(folder / SCORES, "".join(json.dumps(r) + "\n" for r in rows))
-    metrics = ("DINO", "CLIP-I", "CLIP-T")
+    metrics = ("DINO", "CLIP-I", "CLIP-T", "ID")
+
+    def means(chosen: list[dict]) -> dict:
+        return {m: float(np.mean(v)) for m in metrics if (v := [r[m] for r in chosen if m in r])}
+
     subjects = sorted({r["subject"] for r in rows})
     summary = {
         "images": len(rows),
         "subjects": len(subjects),
-        **{m: float(np.mean([r[m] for r in rows])) for m in metrics},
-        "per_subject": {
-            s: {m: float(np.mean([r[m] for r in rows if r["subject"] == s])) for m in metrics} for s in subjects
-        },
+        **means(rows),
+        "per_subject": {s: means([r for r in rows if r["subject"] == s]) for s in subjects},
         "protocol": "each image against the one reference photo that conditioned it (DreamBench++ layout)",
     }
     atomic_write_json(folder / SUMMARY, summary)

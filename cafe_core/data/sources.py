@@ -28,7 +28,7 @@ from .dataset import open_dataset
 from .dialogues import DialogueSet
 from .quadruplets import QuadrupletSet, read_dialogues, read_quadruplets
 
-__all__ = ["DataSource", "DataUnavailable", "FolderSource"]
+__all__ = ["DataSource", "DataUnavailable", "DomainSources", "FolderSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +154,44 @@ class FolderSource(DataSource):
 
     def _dataset(self) -> Path:
         return self._file(f"{QUADRUPLETS}/manifest.json").parent
+
+
+class DomainSources(DataSource):
+    """Evaluation data from one source per domain (``data.evaluation: {object: dreambench, face:
+    data/faces}``): each question about a domain or a case goes to that domain's source."""
+
+    def __init__(self, sources: dict[str, DataSource]) -> None:
+        for domain, source in sources.items():
+            if domain not in source.domains:
+                raise ValueError(f"the data source {source.name!r} has no {domain!r} cases (it has {source.domains})")
+        self.sources = dict(sources)
+        self.domains = tuple(sources)
+        self.name = ", ".join(f"{d}: {s.name}" for d, s in sources.items())
+
+    def _of(self, domain: str) -> DataSource:
+        if domain not in self.sources:
+            raise self._missing(f"evaluation cases of domain {domain!r}")
+        return self.sources[domain]
+
+    def eval_cases(self, domain: str, n_subjects: int, n_prompts: int, seed: int, n_references: int) -> list[EvalCase]:
+        return self._of(domain).eval_cases(domain, n_subjects, n_prompts, seed, n_references)
+
+    def validation_cases(
+        self, domain: str, n_subjects: int, n_prompts: int, seed: int, n_references: int
+    ) -> list[EvalCase]:
+        return self._of(domain).validation_cases(domain, n_subjects, n_prompts, seed, n_references)
+
+    def target_images(self, case: EvalCase, seeds: Sequence[int]) -> np.ndarray:
+        return self._of(case.domain).target_images(case, seeds)
+
+    def judge_fidelity(self, case: EvalCase, images: np.ndarray) -> list[dict[str, bool | None]] | None:
+        return self._of(case.domain).judge_fidelity(case, images)
+
+    def assistant_quality(self, pipe, turns: list, cases: list[EvalCase], eval_clip, eval_dino, face, **kwargs: Any):
+        """The one source's figures when one source holds every case; None across sources (the
+        figures are means over all requests, and real photos have nothing to judge words against)."""
+        sources = {id(self._of(c.domain)): self._of(c.domain) for c in cases}
+        if len(sources) != 1:
+            return None
+        (source,) = sources.values()
+        return source.assistant_quality(pipe, turns, cases, eval_clip, eval_dino, face, **kwargs)

@@ -2,10 +2,11 @@
 
 Everything a researcher with the real weights has, at tiny sizes: the checkpoints of
 :mod:`cafe_core.testing.checkpoints` in a Hugging Face cache, a training dataset in the project's
-format (:mod:`cafe_core.data.dataset`) and DreamBench for evaluation. Until an sd2 teacher writes
+format (:mod:`cafe_core.data.dataset`), DreamBench and a faces folder for evaluation. Until an sd2 teacher writes
 real training quadruplets, the training rows are DreamBench photos: ``x`` one photo of a subject,
 ``y`` another photo of it, the instruction and dialogue one of its prompts in CAFE's phrasing. So
 the evaluation subjects were trained on and no figure means anything; every line of the stages runs.
+The faces folder's "people" are random photos (no face photo ships with the project).
 
     root = write_tiny_sd2_project(tmp, source=project_root)
     subprocess.run(["dvc", "repro"], cwd=root, env={**os.environ, **sd2_environment(root)}, check=True)
@@ -22,15 +23,20 @@ import numpy as np
 import yaml
 
 __all__ = [
+    "FACES_FOLDER",
     "TRAINING_DATASET",
     "sd2_environment",
     "tiny_sd2_params",
     "write_dreambench_dataset",
+    "write_faces_folder",
     "write_tiny_sd2_project",
 ]
 
 TRAINING_DATASET = "data/training"
 """Where ``params.yaml``'s ``profile_overrides.sd2.data.train`` expects the user's training data."""
+
+FACES_FOLDER = "data/faces"
+"""Where ``params.yaml``'s ``profile_overrides.sd2.data.evaluation.face`` expects the faces protocol's data."""
 
 REVIEW_DECISIONS = "data/review/decisions.jsonl"
 """The reviewers' decisions file of the tiny project (``review.decisions``): real rows have no truth
@@ -87,6 +93,23 @@ def write_dreambench_dataset(
     return open_dataset(folder)
 
 
+def write_faces_folder(folder: str | os.PathLike, *, people: int = 2, image_size: int = 64, seed: int = 0) -> Path:
+    """A faces folder (:mod:`cafe_core.benchmarks.faces`): ``people`` people of two random photos
+    each and three of E4T's kind of prompts. Returns the folder."""
+    from PIL import Image
+
+    folder, rng = Path(folder), np.random.default_rng(seed)
+    for k in range(people):
+        person = folder / f"person-{k}"
+        person.mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            pixels = rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(person / f"{i}.png")
+    prompts = ["a photo of {} as a chef", "a painting of {} in the style of Van Gogh", "{} wearing a santa hat"]
+    (folder / "prompts.txt").write_text("\n".join(prompts) + "\n")
+    return folder
+
+
 def tiny_sd2_params(source: str | os.PathLike) -> dict:
     """``source``'s params.yaml under ``profile: sd2`` with every size shrunk to seconds."""
     raw = yaml.safe_load((Path(source) / "params.yaml").read_text())
@@ -100,6 +123,7 @@ def tiny_sd2_params(source: str | os.PathLike) -> dict:
         spec["lambdas"] = spec["lambdas"][:1]
     raw["guidance"].update(clip_scales=[3.0], dino_scales=[3.0], object_subjects=1, face_subjects=1, prompts=1)
     raw["evaluation"] = dict(object_subjects=2, face_subjects=1, prompts=2, images_per_prompt=1, references=1)
+    raw["profile_overrides"]["sd2"]["evaluation"] = raw["evaluation"]  # not the paper's 30 subjects and 7 people
     raw["selfdistill"].update(requests=4, batch_size=2)
     # Random encoders score every pair near 0: the paper's thresholds (0.3, 0.6) would keep no row.
     raw["profile_overrides"]["sd2"]["teacher"].update(clip_threshold=-1.0, dino_threshold=-1.0)
@@ -125,7 +149,8 @@ def sd2_environment(root: str | os.PathLike, dreambench: str | os.PathLike | Non
 
 def write_tiny_sd2_project(root: str | os.PathLike, *, source: str | os.PathLike, dreambench=None) -> Path:
     """A git + DVC repository at ``root``: ``source``'s code, notebooks and pipeline, tiny sd2 params,
-    the tiny checkpoints in ``root/.hf-cache`` and the DreamBench training dataset. Returns ``root``."""
+    the tiny checkpoints in ``root/.hf-cache``, the DreamBench training dataset and a faces folder.
+    Returns ``root``."""
     from ..data.review import ReviewLog
     from .checkpoints import write_tiny_checkpoints
 
@@ -141,6 +166,7 @@ def write_tiny_sd2_project(root: str | os.PathLike, *, source: str | os.PathLike
         ignore.write(f"\n{HF_CACHE}/\n")
     write_tiny_checkpoints(root / HF_CACHE, layout="hub")
     rows = len(write_dreambench_dataset(root / TRAINING_DATASET / "quadruplets", dreambench))
+    write_faces_folder(root / FACES_FOLDER)
     # teacher_data numbers the rows it keeps q0000000, ... in order: a reviewer accepts three in four
     decisions = [(f"q{i:07d}", "reject" if i % 4 == 3 else "accept") for i in range(rows)]
     ReviewLog(root / REVIEW_DECISIONS).record_many(decisions, reviewer="tiny-project", seconds=1.0)

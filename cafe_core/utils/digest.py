@@ -22,7 +22,6 @@ def photo_digest(array: np.ndarray) -> str:
 
 
 def file_digest(path) -> str:
-    """16 hex digits of SHA-256 over a file's bytes: links a result file to the run that wrote it,
-    and names a model's weights in skip keys (read in chunks: an SD2 UNet is 3.5 GB)."""
+    """16 hex digits of SHA-256 over a file's bytes: links a result file to the run that wrote it."""
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+        return hashlib.sha256(f.read()).hexdigest()[:16]

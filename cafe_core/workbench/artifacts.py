@@ -3,13 +3,16 @@
 Every trained artefact (a world model, a generator, a member of an assistant's lambda grid) is a
 folder with a JSON marker holding the key of what produced it. A builder writes into a temporary
 sibling, the marker goes in last, and the folder is renamed into place: a killed run leaves the
-old folder or none, never half of one; its checkpoints (kept apart) let the next run resume.
+old folder or none, never half of one; its checkpoints (kept apart) let the next run resume. The
+temporary folder's name holds its builder's process id, so the next build removes what a killed
+one left (a folder whose process is gone), and never a live build's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -60,7 +63,8 @@ def build_once(
     if not main_process:
         return build(None)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    _remove_debris(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-pid{os.getpid()}-"))
     try:
         record = {"key": key, **build(tmp)}
         (tmp / marker).write_text(json.dumps(record, indent=2))
@@ -71,3 +75,22 @@ def build_once(
         shutil.rmtree(checkpoint, ignore_errors=True)
     tracking.record_work(built=True)
     return record
+
+
+def _remove_debris(out: Path) -> None:
+    """Remove the temporary folders of ``out`` that killed builds left: those whose process is gone."""
+    for folder in out.parent.glob(f".{out.name}-pid*-*"):
+        pid = folder.name[len(out.name) + 5 :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            logger.info("removing %s, left by a killed build (process %s)", folder, pid)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

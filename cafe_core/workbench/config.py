@@ -396,10 +396,11 @@ class SelfDistillParams:
 
 @dataclass(frozen=True)
 class DataParams:
-    """Where the stages' data comes from (:mod:`cafe_core.workbench.sources`)."""
+    """Where the stages' data comes from (:mod:`cafe_core.workbench.sources`,
+    :mod:`cafe_core.workbench.evaluation_sources`)."""
 
     train: str  # "world", or a folder of quadruplets and dialogues in the project's format
-    evaluation: str  # "world", or "dreambench" (the real photos and prompts)
+    evaluation: str | dict[str, str]  # "world", "dreambench", or per domain: {object: dreambench, face: data/faces}
 
 
 @dataclass(frozen=True)
@@ -517,7 +518,10 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return None if value is None else _coerce(args[0], value, key, source)
+        if value is None:
+            return None
+        mapping = [a for a in args if typing.get_origin(a) is dict]  # `str | dict[...]`: a mapping takes the dict
+        return _coerce(mapping[0] if mapping and isinstance(value, dict) else args[0], value, key, source)
     if origin is dict:
         if not isinstance(value, dict):
             raise ParamsError(f"{source}: key '{key}' must be a mapping, got {value!r}")

@@ -91,7 +91,7 @@ def examples(params, root, *, domain: str = "object", n: int = 6) -> list[Exampl
     ground truth) the request's true image: the demos' pickers and references. Empty when the
     evaluation source has none (its data not built yet)."""
     from ..data.sources import DataUnavailable
-    from .sources import evaluation_source
+    from .evaluation_sources import evaluation_source
 
     e = params.evaluation
     count = e.face_subjects if domain == "face" else e.object_subjects

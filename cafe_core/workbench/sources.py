@@ -1,4 +1,8 @@
-"""The data sources ``params.yaml: data`` names, built for the stages (the seam of :mod:`cafe_core.data.sources`)."""
+"""The training data ``params.yaml: data.train`` names, built for the stages (:mod:`cafe_core.data.sources`).
+
+Evaluation data is built apart (:mod:`cafe_core.workbench.evaluation_sources`), so what trains a
+model never imports the benchmarks it is scored on.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ from ..data.sources import DataSource, FolderSource
 from .config import Params, ParamsError
 from .paths import ProjectPaths
 
-__all__ = ["evaluation_source", "training_source"]
+__all__ = ["training_source", "world_source"]
 
 
-def _world(params: Params, fidelity_probe: Path | None = None) -> DataSource:
+def world_source(params: Params, fidelity_probe: Path | None = None) -> DataSource:
+    """CAFE-mini's world with its teacher (and, for evaluation, the fidelity probe's folder)."""
     from ..world import make_world
     from ..world.source import WorldSource
     from ..world.teacher import Teacher, TeacherConfig
@@ -26,23 +31,10 @@ def training_source(params: Params, root: Path) -> DataSource:
     """``data.train``: ``world``, or a folder (relative to the project) in the project's format, whose
     dialogues are read from ``teacher_data``'s scored copy of it."""
     name = params.data.train
+    if not isinstance(name, str):
+        raise ParamsError(f"data.train names one source (`world` or a folder), got {name!r}")
     if name == "world":
-        return _world(params)
+        return world_source(params)
     if name == "dreambench":
         raise ParamsError("data.train: dreambench holds evaluation data only; name `world` or a folder")
     return FolderSource(Path(root) / name, scored=ProjectPaths(root).dataset("teacher"))
-
-
-def evaluation_source(params: Params, root: Path) -> DataSource:
-    """``data.evaluation``: ``world`` (held-out subjects with ground truth) or ``dreambench``."""
-    name = params.data.evaluation
-    if name == "world":
-        from ..world.fidelity import PROBE_FOLDER
-
-        model_root = ProjectPaths(root).model_root(params.profile)
-        return _world(params, fidelity_probe=model_root / PROBE_FOLDER if model_root is not None else None)
-    if name == "dreambench":
-        from ..benchmarks.dreambench import DreamBenchSource
-
-        return DreamBenchSource()
-    raise ParamsError(f"data.evaluation must be `world` or `dreambench`, got {name!r}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
-from ...utils.digest import config_hash, file_digest
+from ...utils.digest import config_hash
 from ...utils.hub import resolve_model
 from ..config import Params
 from ..paths import ProjectPaths
@@ -39,4 +40,10 @@ def generator_digest(folder: Path) -> str:
     if not (folder / GENERATOR_MARKER).is_file():
         raise FileNotFoundError(f"{folder} holds no trained G (no {GENERATOR_MARKER})")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != GENERATOR_MARKER)
-    return config_hash([(p.relative_to(folder).as_posix(), file_digest(p)) for p in files])
+    return config_hash([(p.relative_to(folder).as_posix(), _streamed_digest(p)) for p in files])
+
+
+def _streamed_digest(path: Path) -> str:
+    """SHA-256 of a file read in chunks: an SD2 UNet is 3.5 GB."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -36,9 +36,9 @@ from ...utils.files import atomic_save_safetensors, atomic_write_json
 from .. import tracking
 from ..code_deps import code_digest
 from ..config import Params, VariantSpec, to_dict
+from ..evaluation_sources import evaluation_source
 from ..paths import ProjectPaths
 from ..plots import image_grid, save_figure
-from ..sources import evaluation_source
 from .common import GT_EMBEDDING, REAL_IMAGES, TARGET_SEEDS, encoder_key
 from .drawing import sampling
 
@@ -261,7 +261,7 @@ class _Scorer:
         quality = drawer.finish(j.eval_clip, j.eval_dino, j.face)
         for domain, (shown, titles) in cells.items():
             save_figure(image_grid(shown, col_titles=titles), grids[domain])
-        score_samples(samples, j.eval_clip, j.eval_dino)
+        score_samples(samples, j.eval_clip, j.eval_dino, face=j.face)
         atomic_write_json(cache, {"rows": rows, "quality": quality})
         tracking.record_work(built=True)
         return rows, grids, quality

@@ -21,8 +21,8 @@ from ...pipeline import CafePipeline, Sampling
 from ...utils.files import atomic_write_json
 from .. import tracking
 from ..config import Params, to_dict
+from ..evaluation_sources import evaluation_source
 from ..paths import ProjectPaths
-from ..sources import evaluation_source
 from .evaluate import Judges, PromptReferences, draw_from_prompts
 
 __all__ = ["GridScorer", "guidance_grid"]

@@ -34,7 +34,6 @@ DATASET_MODULE = "cafe_core.workbench.stages.teacher_data"
 __all__ = ["GENERATOR_MARKER", "train_generator_stage"]
 
 
-
 def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=None) -> dict[int, dict]:
     """Train generator ``name`` (its encoders and dataset from ``params.generators``) on the rows its
     dataset keeps, once per training seed (``params.seeds``), each to ``models/generator/<name>/seed-<seed>``.
