@@ -94,6 +94,17 @@ def test_every_notebook_is_a_stage_or_an_interactive_demo():
     assert staged | INTERACTIVE == {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
 
 
+@pytest.mark.parametrize(
+    "name", ["pretrain_world", "teacher_data", "review", "train_generator", "finetune_generator", "train_assistant"]
+)
+def test_training_stages_never_depend_on_an_evaluation_benchmark(name):
+    """Editing DreamBench's or the faces folder's reader (or the samples layout) must not rerun a
+    training stage nor change its skip key: only the evaluation stages read them."""
+    deps = set(_body(DVC[name])["deps"])
+    readers = {f"cafe_core/benchmarks/{m}.py" for m in ("dreambench", "faces", "samples")}
+    assert not deps & readers, f"{name} depends on {sorted(deps & readers)}"
+
+
 def test_generator_training_reads_only_the_keys_its_weights_depend_on():
     """A sampling setting (`dvc exp run -S generator.clip_scale=5`) must not rerun G's training stage."""
     from cafe_core.workbench.config import GeneratorParams

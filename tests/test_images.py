@@ -17,6 +17,7 @@ from cafe_core.utils.images import (
     MAX_PIXELS,
     MIN_SIDE,
     ImageLoadError,
+    image_files,
     load_image,
     save_image,
     to_rgb,
@@ -63,6 +64,15 @@ def assert_load_error(path: Path, *fragments: str, **kwargs) -> ImageLoadError:
 
 
 # --- files that are not (usable) images -----------------------------------------------------------
+
+
+def test_a_folders_images_are_its_photo_files_by_name(tmp_path: Path) -> None:
+    """What a DreamBench subject or a faces folder counts as its photos: any case of suffix, in name
+    order (the first is the input photo), never a subfolder or a note beside them."""
+    for name in ("b.JPG", "a.png", "c.webp", "notes.txt", ".DS_Store"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "d.jpeg").mkdir()
+    assert [p.name for p in image_files(tmp_path)] == ["a.png", "b.JPG", "c.webp"]
 
 
 def test_missing_file_says_it_does_not_exist(tmp_path: Path) -> None:

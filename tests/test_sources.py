@@ -124,8 +124,8 @@ def _faces_folder(folder, prompts="a photo of {} as a chef\n\n{} on the beach\na
 
 
 def test_a_faces_folder_gives_the_faces_protocols_cases(tmp_path):
-    from cafe_core.benchmarks.dreambench import CAFE_PROMPT_FORMS
     from cafe_core.benchmarks.faces import FaceFolderSource
+    from cafe_core.data.cases import CAFE_PROMPT_FORMS
 
     first = _faces_folder(tmp_path / "faces")
     source = FaceFolderSource(tmp_path / "faces")

@@ -19,17 +19,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..data.cases import EvalCase, EvalPrompt
+from ..data.cases import EvalCase, EvalPrompt, cafe_prompt
 from ..data.sources import DataSource
-from ..utils.images import load_image
+from ..utils.images import IMAGE_SUFFIXES, image_files, load_image
 
 __all__ = [
-    "CAFE_PROMPT_FORMS",
     "LIVE_CLASSES",
     "BenchSubject",
     "DreamBench",
     "DreamBenchSource",
-    "cafe_prompt",
     "cafe_request",
     "dreambench_root",
     "load_dreambench",
@@ -42,11 +40,6 @@ PROMPTS_FILE = "prompts_and_classes.txt"
 LIVE_CLASSES = frozenset({"cat", "dog"})
 """Classes of DreamBench's live subjects (pets), which get the live-subject prompt list."""
 
-CAFE_PROMPT_FORMS = ("Can you generate an image for {}?", "Generate an image for {}.")
-"""The paper's two phrasings of a DreamBench prompt for CAFE, picked at random per prompt."""
-
-
-_PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 _TEMPLATE_RE = re.compile(r"'([^'\n]*\{0\} \{1\}[^'\n]*)'\s*\.format")
 _SUBJECT_SLOT = "{0} {1}"
 
@@ -96,7 +89,7 @@ class DreamBench:
         return [template.replace(_SUBJECT_SLOT, subject.cls) for template in self._templates(subject)]
 
     def cafe_prompts(self, subject: BenchSubject | str, rng: np.random.Generator) -> list[str]:
-        """The same prompts as CAFE is asked them, in one of :data:`CAFE_PROMPT_FORMS` at random.
+        """The same prompts as CAFE is asked them, in one of :data:`~cafe_core.data.cases.CAFE_PROMPT_FORMS` at random.
 
         See :func:`cafe_request` for how a prompt becomes a request about "this" subject.
         """
@@ -195,9 +188,9 @@ def _parse_templates(section: str, path: Path) -> tuple[str, ...]:
 def _photos(folder: Path) -> tuple[Path, ...]:
     if not folder.is_dir():
         raise FileNotFoundError(f"DreamBench subject folder {folder} does not exist")
-    photos = tuple(sorted(p for p in folder.iterdir() if p.suffix.lower() in _PHOTO_SUFFIXES and p.is_file()))
+    photos = tuple(image_files(folder))
     if not photos:
-        raise ValueError(f"DreamBench subject folder {folder} holds no photos ({', '.join(sorted(_PHOTO_SUFFIXES))})")
+        raise ValueError(f"DreamBench subject folder {folder} holds no photos ({', '.join(IMAGE_SUFFIXES)})")
     return photos
 
 
@@ -217,11 +210,6 @@ def cafe_request(template: str, cls: str) -> str:
         raise ValueError(f"expected a template like 'a [words] {_SUBJECT_SLOT} [words]', got {template!r}")
     modifiers = head[2:].strip()
     return f"a {modifiers} version of this {cls}{tail}" if modifiers else f"this {cls}{tail}"
-
-
-def cafe_prompt(request: str, rng: np.random.Generator) -> str:
-    """Wrap a request ("this dog on the beach") in one of the paper's two forms, chosen with ``rng``."""
-    return CAFE_PROMPT_FORMS[int(rng.integers(len(CAFE_PROMPT_FORMS)))].format(request)
 
 
 class DreamBenchSource(DataSource):

@@ -10,7 +10,7 @@ redistributed, so the protocol reads any folder laid out as::
       grace/1.jpg ...    # a person with several: the first (by name) is the input, all are ID's references
 
 CLIP-T scores the prompt with "a person" in the slot, as for every method; CAFE is asked for
-"this person" in one of the paper's two phrasings (:data:`~.dreambench.CAFE_PROMPT_FORMS`).
+"this person" in one of the paper's two phrasings (:data:`~cafe_core.data.cases.CAFE_PROMPT_FORMS`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.cases import EvalCase, EvalPrompt
+from ..data.cases import EvalCase, EvalPrompt, cafe_prompt
 from ..data.sources import DataSource
-from ..utils.images import load_image
-from .dreambench import cafe_prompt
+from ..utils.images import IMAGE_SUFFIXES, image_files, load_image
 
 __all__ = ["PROMPTS_FILE", "FaceFolderSource", "read_face_prompts"]
 
@@ -36,8 +35,6 @@ PLAIN_SUBJECT = "a person"
 """What fills the slot in the prompt CLIP-T scores (every method's images are scored against it)."""
 ASKED_SUBJECT = "this person"
 """What fills it in the request CAFE is given with the photo."""
-
-_PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
 
 def read_face_prompts(path: str | os.PathLike[str]) -> list[str]:
@@ -85,14 +82,14 @@ class FaceFolderSource(DataSource):
     def _people(self) -> dict[str, list[Path]]:
         people: dict[str, list[Path]] = {}
         for entry in sorted(self.folder.iterdir()):
-            if entry.is_file() and entry.suffix.lower() in _PHOTO_SUFFIXES:
+            if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
                 people[entry.stem] = [entry]
             elif entry.is_dir():
-                photos = sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in _PHOTO_SUFFIXES)
+                photos = image_files(entry)
                 if photos:
                     people[entry.name] = photos
         if not people:
-            raise ValueError(f"faces folder {self.folder} holds no photo ({', '.join(sorted(_PHOTO_SUFFIXES))})")
+            raise ValueError(f"faces folder {self.folder} holds no photo ({', '.join(IMAGE_SUFFIXES)})")
         return people
 
     def eval_cases(self, domain: str, n_subjects: int, n_prompts: int, seed: int, n_references: int) -> list[EvalCase]:

@@ -29,12 +29,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..utils.files import atomic_write_json, atomic_write_text
-from ..utils.images import load_image
+from ..utils.images import IMAGE_SUFFIXES, load_image
 
 __all__ = ["IMAGE_SUFFIXES", "Sample", "read_samples", "score_samples", "write_samples"]
 
 SRC, TGT, TEXT = "src_image", "tgt_image", "text"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SCORES, SUMMARY = "scores.jsonl", "summary.json"
 FACE_PREFIX = "face-"
 """How CAFE's evaluation names a face subject's folder (``<domain>-<subject>``)."""

@@ -12,7 +12,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["EvalCase", "EvalPrompt"]
+__all__ = ["CAFE_PROMPT_FORMS", "EvalCase", "EvalPrompt", "cafe_prompt"]
+
+CAFE_PROMPT_FORMS = ("Can you generate an image for {}?", "Generate an image for {}.")
+"""The paper's two phrasings of an evaluation prompt for CAFE, picked at random per prompt."""
+
+
+def cafe_prompt(request: str, rng: np.random.Generator) -> str:
+    """Wrap a request ("this dog on the beach") in one of the paper's two forms, chosen with ``rng``."""
+    return CAFE_PROMPT_FORMS[int(rng.integers(len(CAFE_PROMPT_FORMS)))].format(request)
 
 
 class EvalPrompt(NamedTuple):

@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "MAX_PIXELS",
     "MIN_SIDE",
     "SUPPORTED_FORMATS",
     "ImageLoadError",
+    "image_files",
     "load_image",
     "save_image",
     "to_rgb",
@@ -34,6 +36,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
+"""The file suffixes (lower case) that a folder of photos or samples is read for."""
 
 MAX_PIXELS: int = 64 * 1024 * 1024
 """Largest ``width * height`` that :func:`load_image` decodes by default.
@@ -75,6 +80,12 @@ class ImageLoadError(ValueError):
     def __str__(self) -> str:
         message = f"Cannot load image '{self.path}': {self.problem}."
         return f"{message} {self.hint}" if self.hint else message
+
+
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files directly in ``folder`` (:data:`IMAGE_SUFFIXES`, any case), sorted by name;
+    subfolders and other files are skipped."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_image(

@@ -34,7 +34,8 @@ def evaluation_source(params: Params, root: Path) -> DataSource:
         raise ParamsError(f"data.evaluation maps domains ({', '.join(DOMAINS)}) to sources, got {named!r}")
     built: dict[str, DataSource] = {}
     for domain, name in named.items():
-        built.setdefault(name, _source(name, params, root, domain))
+        if name not in built:  # a source named for two domains is built once and serves both
+            built[name] = _source(name, params, root, domain)
     if len(built) == 1 and set(next(iter(built.values())).domains) == set(named):
         return next(iter(built.values()))  # one source for all its domains: itself
     try:

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..benchmarks.dreambench import cafe_prompt
-from ..data.cases import EvalCase, EvalPrompt
+from ..data.cases import EvalCase, EvalPrompt, cafe_prompt
 from .world import Context, Subject, World
 
 __all__ = ["VALIDATION_EVERY", "mini_eval_cases"]
