@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,38 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def paired_speedup(
+    base: Callable[[], object],
+    lever: Callable[[], object],
+    repeats: int,
+    warmup: int = 1,
+    *,
+    before_base: Callable[[], object] = lambda: None,
+    before_lever: Callable[[], object] = lambda: None,
+) -> float:
+    """Median over ``repeats`` of ``base``'s time over ``lever``'s, the two timed back to back in each
+    pair (after ``warmup`` calls of each; ``before_*`` run untimed before each call, e.g. to switch
+    the model's memory format).
+
+    Why pairs: a baseline timed once, before the levers, drifts with the machine (clock, caches,
+    the allocator's warm-up): on a 2-core EPYC it read 316 ms where the same step took 230 to 260 ms
+    later in the run, and every lever measured against it looked faster than it was.
+    """
+    for _ in range(warmup):
+        before_base(), base(), before_lever(), lever()
+    ratios = []
+    for _ in range(repeats):
+        before_base()
+        started = time.perf_counter()
+        base()
+        base_seconds = time.perf_counter() - started
+        before_lever()
+        started = time.perf_counter()
+        lever()
+        ratios.append(base_seconds / (time.perf_counter() - started))
+    return statistics.median(ratios)
 
 
 def main() -> None:
