@@ -107,6 +107,9 @@ def test_shipped_sd2_settings_filter_at_the_papers_thresholds_and_read_real_data
         SD2_FILTER.dino_threshold,
     )
     assert sd2.data.evaluation == {"object": "dreambench", "face": "data/faces"} and sd2.data.train != "world"
+    e = sd2.evaluation  # the paper's protocols: DreamBench 30 x 25 prompts x 4 images, faces 7 x 23 x 10
+    sizes = [(e.subjects_of(d), e.prompts_of(d), e.images_of(d)) for d in ("object", "face")]
+    assert sizes == [(30, 25, 4), (7, 23, 10)]
     mini = load_params(project_root / "params.yaml")
     assert mini.data.train == mini.data.evaluation == "world"
     assert mini.teacher.clip_threshold is None  # mini calibrates its thresholds on null pairs
@@ -121,6 +124,14 @@ def test_shipped_sd2_settings_filter_at_the_papers_thresholds_and_read_real_data
         (lambda r: r["variants"]["both"].update(assistant="msee"), r"'variants.both.assistant' names 'msee'"),
         (lambda r: r["assistants"]["mse"].update(generator="huge"), r"'assistants.mse.generator' names 'huge'"),
         (lambda r: r["fidelity"].update(variant="all"), r"'fidelity.variant' names 'all'"),
+        (
+            lambda r: r["evaluation"].update(prompts={"object": 25}),
+            r"evaluation.prompts must be one count or one per domain \(object, face\)",
+        ),
+        (
+            lambda r: r["evaluation"].update(images_per_prompt={"object": 4, "face": 0}),
+            r"evaluation.images_per_prompt.face must be a whole number of at least 1, got 0",
+        ),
         (
             lambda r: r["variants"]["clip_small_dino_large"].update(assistant="mse"),
             r"G 'clip_small' reads CLIP 'clip_small', but assistant 'mse' predicts embeddings of CLIP 'clip'",

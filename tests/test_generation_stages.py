@@ -151,6 +151,33 @@ def test_evaluation_on_the_real_dreambench_photos(trained, dreambench, tmp_path,
     assert not any(ProjectPaths(copy).variant_peer_samples("real_images").iterdir())
 
 
+def test_each_domain_is_drawn_at_its_own_protocols_sizes(trained, tmp_path):
+    """`evaluation.prompts` and `images_per_prompt` per domain (sd2: DreamBench's 25 x 4, the faces'
+    23 x 10): every subject of a domain gets its domain's prompts, each drawn that many times."""
+    import dataclasses
+    import shutil
+
+    from cafe_core.benchmarks.samples import read_samples
+
+    params, root, _, _ = trained
+    copy = tmp_path / "project"  # its results must not replace the shared fixture's
+    shutil.copytree(root / "models", copy / "models")
+    sizes = dataclasses.replace(
+        params.evaluation, prompts={"object": 1, "face": 2}, images_per_prompt={"object": 2, "face": 1}
+    )
+    evaluate_variant(dataclasses.replace(params, evaluation=sizes), copy, "real_images")
+    (folder,) = {p.parent for p in ProjectPaths(copy).variant_peer_samples("real_images").rglob("text") if p.is_dir()}
+    drawn: dict[str, set] = {}
+    for sample in read_samples(folder):
+        subject, image = sample.key.split("/")
+        drawn.setdefault(subject, set()).add(tuple(map(int, image.split("_"))))
+    assert {s.split("-")[0] for s in drawn} == {"object", "face"}
+    for subject, images in drawn.items():
+        prompts, ks = {p for p, _ in images}, {k for _, k in images}
+        expected = (1, 2) if subject.startswith("object-") else (2, 1)
+        assert (len(prompts), len(ks), len(images)) == (*expected, expected[0] * expected[1]), subject
+
+
 def test_g_alone_draws_from_the_base_models_image_of_the_prompt(trained):
     """A variant without an assistant evaluates G by itself (eq. 4's x_ref from the plain prompt)."""
     import dataclasses

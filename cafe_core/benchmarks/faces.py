@@ -94,7 +94,7 @@ class FaceFolderSource(DataSource):
 
     def eval_cases(self, domain: str, n_subjects: int, n_prompts: int, seed: int, n_references: int) -> list[EvalCase]:
         """The first ``n_subjects`` people (by name) with the first ``n_prompts`` prompts each, or
-        every prompt where the folder has fewer (``evaluation.prompts`` is shared with DreamBench's 25).
+        every prompt where the folder has fewer (``evaluation.prompts`` may be one count for both domains).
 
         ``n_references`` is not used: ID compares with every photo of a person.
         """

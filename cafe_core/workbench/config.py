@@ -403,15 +403,47 @@ class DataParams:
     evaluation: str | dict[str, str]  # "world", "dreambench", or per domain: {object: dreambench, face: data/faces}
 
 
+EVAL_DOMAINS = ("object", "face")
+
+
 @dataclass(frozen=True)
 class EvalParams:
-    """Sizes of the DreamBench-style protocol (the tests run a tiny slice of the same code)."""
+    """Sizes of the DreamBench-style protocol (the tests run a tiny slice of the same code).
+
+    ``prompts`` and ``images_per_prompt`` are one count for both domains or one per domain, as the
+    paper's two protocols differ: DreamBench's 25 prompts with 4 images each, the faces' 23 with 10
+    (``{object: 25, face: 23}``)."""
 
     object_subjects: int
     face_subjects: int
-    prompts: int
-    images_per_prompt: int
+    prompts: int | dict[str, int]
+    images_per_prompt: int | dict[str, int]
     references: int
+
+    def __post_init__(self) -> None:
+        for name in ("object_subjects", "face_subjects", "prompts", "images_per_prompt", "references"):
+            value = getattr(self, name)
+            counts = value.items() if isinstance(value, dict) else [(None, value)]
+            if isinstance(value, dict) and set(value) != set(EVAL_DOMAINS):
+                raise ParamsError(
+                    f"evaluation.{name} must be one count or one per domain ({', '.join(EVAL_DOMAINS)}), got {value!r}"
+                )
+            for domain, count in counts:
+                if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                    where = f"evaluation.{name}" + (f".{domain}" if domain else "")
+                    raise ParamsError(f"{where} must be a whole number of at least 1, got {count!r}")
+
+    def subjects_of(self, domain: str) -> int:
+        """How many subjects of ``domain`` the tables evaluate."""
+        return {"object": self.object_subjects, "face": self.face_subjects}[domain]
+
+    def prompts_of(self, domain: str) -> int:
+        """How many prompts each subject of ``domain`` is drawn with."""
+        return self.prompts[domain] if isinstance(self.prompts, dict) else self.prompts
+
+    def images_of(self, domain: str) -> int:
+        """How many images each (subject, prompt) of ``domain`` gets, each from its own noise."""
+        return self.images_per_prompt[domain] if isinstance(self.images_per_prompt, dict) else self.images_per_prompt
 
 
 @dataclass(frozen=True)

@@ -94,10 +94,11 @@ def examples(params, root, *, domain: str = "object", n: int = 6) -> list[Exampl
     from .evaluation_sources import evaluation_source
 
     e = params.evaluation
-    count = e.face_subjects if domain == "face" else e.object_subjects
+    count = e.subjects_of(domain)
     try:
         source = evaluation_source(params, root)
-        cases = source.eval_cases(domain, count, e.prompts, params.seed, 1)[:n]  # `cafe photo --index`'s order
+        # `cafe photo --index`'s order
+        cases = source.eval_cases(domain, count, e.prompts_of(domain), params.seed, 1)[:n]
     except (DataUnavailable, ValueError, KeyError, FileNotFoundError):
         return []
     out = []

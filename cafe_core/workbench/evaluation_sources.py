@@ -15,13 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.sources import DataSource, DomainSources
-from .config import Params, ParamsError
+from .config import EVAL_DOMAINS, Params, ParamsError
 from .paths import ProjectPaths
 from .sources import world_source
 
 __all__ = ["evaluation_source"]
-
-DOMAINS = ("object", "face")
 
 
 def evaluation_source(params: Params, root: Path) -> DataSource:
@@ -29,9 +27,9 @@ def evaluation_source(params: Params, root: Path) -> DataSource:
     named = params.data.evaluation
     if isinstance(named, str):
         return _source(named, params, root, None)
-    unknown = sorted(set(named) - set(DOMAINS))
+    unknown = sorted(set(named) - set(EVAL_DOMAINS))
     if not named or unknown:
-        raise ParamsError(f"data.evaluation maps domains ({', '.join(DOMAINS)}) to sources, got {named!r}")
+        raise ParamsError(f"data.evaluation maps domains ({', '.join(EVAL_DOMAINS)}) to sources, got {named!r}")
     built: dict[str, DataSource] = {}
     for domain, name in named.items():
         if name not in built:  # a source named for two domains is built once and serves both

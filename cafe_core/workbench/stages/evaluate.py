@@ -307,15 +307,15 @@ class _Scorer:
         (CAFE-mini), the fidelity probe's verdicts add ``attributes``, ``all_attributes``,
         ``context`` and ``attribute.<name>``."""
         e, source = self.params.evaluation, self.source
-        subjects = {"object": e.object_subjects, "face": e.face_subjects}
         rows, grids = [], {}
         for domain in source.domains:
-            cases = source.eval_cases(domain, subjects[domain], e.prompts, self.params.seed, e.references)
+            n_subjects, n_prompts = e.subjects_of(domain), e.prompts_of(domain)
+            cases = source.eval_cases(domain, n_subjects, n_prompts, self.params.seed, e.references)
             shown = []
             for case in tqdm(cases, desc=f"{variant} seed {seed} {domain}", disable=None):
                 scores: dict[str, list[float]] = {"DINO": [], "CLIP-I": [], "CLIP-T": [], "ID": []}
                 verdicts: list[dict] = []
-                for k in range(e.images_per_prompt):
+                for k in range(e.images_of(domain)):
                     images = drawer(case, k)
                     write_samples(
                         samples,
