@@ -106,7 +106,8 @@ def test_shipped_sd2_settings_filter_at_the_papers_thresholds_and_read_real_data
         SD2_FILTER.clip_threshold,
         SD2_FILTER.dino_threshold,
     )
-    assert sd2.data.evaluation == {"object": "dreambench", "face": "data/faces"} and sd2.data.train != "world"
+    assert sd2.data.evaluation == {"object": "dreambench", "face": "faces"} and sd2.data.train == "training"
+    assert sd2.data.folder("faces") == "data/faces" and sd2.data.folder("training") == "data/training"
     e = sd2.evaluation  # the paper's protocols: DreamBench 30 x 25 prompts x 4 images, faces 7 x 23 x 10
     sizes = [(e.subjects_of(d), e.prompts_of(d), e.images_of(d)) for d in ("object", "face")]
     assert sizes == [(30, 25, 4), (7, 23, 10)]

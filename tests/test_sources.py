@@ -14,6 +14,8 @@ from cafe_core.workbench.evaluation_sources import evaluation_source
 from cafe_core.workbench.sources import training_source
 from cafe_core.world.source import WorldSource
 
+MINE = DataParams(train="mine", evaluation="world", folders={"mine": "mine"})  # the folder tmp_path/mine
+
 
 @pytest.fixture(scope="module")
 def params(project_root):
@@ -32,7 +34,7 @@ def test_a_folder_round_trips_the_worlds_training_data(params, tmp_path):
     val = world.dialogues(4, part="val", seed=4)
     assert not set(fit.subject_ids) & set(val.subject_ids)  # validation subjects are held apart
     write_dataset(quads, tmp_path / "mine" / "quadruplets")
-    source = training_source(dataclasses.replace(params, data=DataParams(train="mine", evaluation="world")), tmp_path)
+    source = training_source(dataclasses.replace(params, data=MINE), tmp_path)
     assert isinstance(source, FolderSource)
     again = source.quadruplets(40, seed=0)
     np.testing.assert_array_equal(again.x, quads.x)
@@ -55,7 +57,7 @@ def test_the_assistant_learns_from_the_dialogues_of_the_rows_the_filter_keeps(pa
     teacher_data's scored copy after; validation subjects are never fitted."""
     quads = training_source(params, tmp_path).quadruplets(60, seed=5)
     write_dataset(quads, tmp_path / "mine" / "quadruplets")
-    source = training_source(dataclasses.replace(params, data=DataParams(train="mine", evaluation="world")), tmp_path)
+    source = training_source(dataclasses.replace(params, data=MINE), tmp_path)
     fit, val = (source.dialogues(0, part=part, seed=0) for part in ("fit", "val"))
     assert len(fit) + len(val) == len(quads) and len(val) > 0
     assert not set(fit.subject_ids) & set(val.subject_ids)
@@ -87,8 +89,12 @@ def test_missing_data_is_named(params, tmp_path):
         source.eval_cases("object", 1, 1, 0, 1)
     with pytest.raises(ParamsError, match="evaluation data only"):
         training_source(dataclasses.replace(params, data=DataParams(train="dreambench", evaluation="world")), tmp_path)
-    with pytest.raises(ParamsError, match="data.evaluation must be"):
-        evaluation_source(dataclasses.replace(params, data=DataParams(train="world", evaluation="mine")), tmp_path)
+    with pytest.raises(ParamsError, match="data.evaluation names 'mine'.*put a folder of your own under data.folders"):
+        DataParams(train="world", evaluation="mine")  # a folder DVC would not track: named only through data.folders
+    with pytest.raises(ParamsError, match="data.train names 'data/mine'"):
+        DataParams(train="data/mine", evaluation="world", folders={"mine": "data/mine"})
+    with pytest.raises(ParamsError, match="data.folders: world name built-in sources"):
+        DataParams(train="world", evaluation="world", folders={"world": "data/w"})
 
 
 def test_dreambench_cases_are_its_subjects_photos_and_prompts(dreambench):
@@ -171,23 +177,24 @@ def test_evaluation_data_can_name_a_source_per_domain(params, tmp_path, dreamben
     _faces_folder(tmp_path / "data" / "faces")
 
     def source(evaluation):
-        return evaluation_source(dataclasses.replace(params, data=DataParams("world", evaluation)), tmp_path)
+        data = DataParams("world", evaluation, folders={"faces": "data/faces"})
+        return evaluation_source(dataclasses.replace(params, data=data), tmp_path)
 
-    both = source({"object": "dreambench", "face": "data/faces"})
+    both = source({"object": "dreambench", "face": "faces"})
     assert isinstance(both, DomainSources) and both.domains == ("object", "face")
     (person,) = both.eval_cases("face", 1, 1, seed=0, n_references=1)
     (thing,) = both.eval_cases("object", 1, 1, seed=0, n_references=1)
     assert person.subject == "ada" and thing.subject == load_dreambench(dreambench).subjects[0].name
     with pytest.raises(DataUnavailable, match="ground-truth target images"):
         both.target_images(person, [0])  # the ceiling rows stay empty on real photos
-    assert "face: " in both.name and "object: dreambench" in both.name  # evaluations are keyed by it
+    assert both.name == "object: dreambench, face: data/faces"  # evaluations are keyed by it: no absolute path
     assert isinstance(source({"object": "world", "face": "world"}), WorldSource)  # one source: itself
     faces_only = source({"face": "world"})
     assert faces_only.domains == ("face",)
     with pytest.raises(ParamsError, match="maps domains"):
         source({"scene": "world"})
     with pytest.raises(ParamsError, match="a faces folder"):
-        source({"object": "data/faces"})  # a folder is a faces folder
+        source({"object": "faces"})  # a folder is a faces folder
     with pytest.raises(ParamsError, match="has no 'face' cases"):
         source({"face": "dreambench"})
 
@@ -196,10 +203,39 @@ def test_params_read_a_source_per_domain(tmp_path, project_root):
     import yaml
 
     raw = yaml.safe_load((project_root / "params.yaml").read_text())
-    raw["data"]["evaluation"] = {"object": "world", "face": "data/faces"}
+    raw["data"]["evaluation"] = {"object": "world", "face": "faces"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    assert load_params(tmp_path / "params.yaml").data.evaluation == {"object": "world", "face": "data/faces"}
+    data = load_params(tmp_path / "params.yaml").data
+    assert data.evaluation == {"object": "world", "face": "faces"} and data.folder("faces") == "data/faces"
     raw["data"]["evaluation"] = {"face": 3}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError, match="data.evaluation.face"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_data_folders_are_the_projects_not_a_profiles(tmp_path, project_root):
+    """dvc.yaml depends on `${data.folders.<key>}`, which DVC reads from the top level of params.yaml:
+    a profile that pointed a key elsewhere would read a folder DVC does not track."""
+    import yaml
+
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
+    raw["profile_overrides"]["sd2"]["data"]["folders"] = {"faces": "data/my_faces"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="profile_overrides.sd2.data.folders.*set them at the top level"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_every_data_folder_is_a_dependency_of_the_stages_that_read_it(project_root):
+    """Each stage that reads a source by name depends on every folder data.folders names, through
+    DVC's templating, so `dvc exp run -S data.folders.faces=...` reruns them."""
+    import yaml
+
+    stages = yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"]
+    folders = load_params(project_root / "params.yaml").data.folders
+    assert set(folders) == {"training", "faces"}
+    # the training folder is read by teacher_data (the assistant reads teacher_data's scored copy of it)
+    readers = {"teacher_data": "training"}
+    readers |= {name: "faces" for name, s in stages.items() if "data.evaluation" in s.get("do", s).get("params", [])}
+    assert {"guidance", "evaluate", "evaluate_real_images", "evaluate_gt_embedding"} <= set(readers)
+    for name, key in readers.items():
+        assert f"${{data.folders.{key}}}" in stages[name].get("do", stages[name])["deps"], name

@@ -68,9 +68,11 @@ class FaceFolderSource(DataSource):
 
     domains = ("face",)
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, name: str | None = None) -> None:
+        """``name``: what evaluations are keyed by (default: ``folder``); the stages give the
+        project-relative folder, so moving the project keeps its evaluations."""
         self.folder = Path(folder)
-        self.name = str(folder)
+        self.name = name or str(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(
                 f"faces folder {self.folder} does not exist: put people's photos and {PROMPTS_FILE} there "

@@ -110,9 +110,9 @@ class FolderSource(DataSource):
     validate it.
     """
 
-    def __init__(self, folder: str | Path, *, scored: str | Path | None = None) -> None:
+    def __init__(self, folder: str | Path, *, scored: str | Path | None = None, name: str | None = None) -> None:
         self.folder = Path(folder)
-        self.name = str(folder)
+        self.name = name or str(folder)  # what logs and keys call it: the stages give the project-relative folder
         self.scored = Path(scored) if scored is not None else None
         """The same quadruplets with the filter's decisions (``teacher_data``'s output), which the
         dialogues are read from once it exists: the assistant learns from the kept rows only."""
@@ -158,7 +158,7 @@ class FolderSource(DataSource):
 
 class DomainSources(DataSource):
     """Evaluation data from one source per domain (``data.evaluation: {object: dreambench, face:
-    data/faces}``): each question about a domain or a case goes to that domain's source."""
+    faces}``): each question about a domain or a case goes to that domain's source."""
 
     def __init__(self, sources: dict[str, DataSource]) -> None:
         for domain, source in sources.items():

@@ -33,10 +33,10 @@ __all__ = [
 ]
 
 TRAINING_DATASET = "data/training"
-"""Where ``params.yaml``'s ``profile_overrides.sd2.data.train`` expects the user's training data."""
+"""Where ``params.yaml``'s ``data.folders.training`` (sd2's ``data.train``) puts the user's training data."""
 
 FACES_FOLDER = "data/faces"
-"""Where ``params.yaml``'s ``profile_overrides.sd2.data.evaluation.face`` expects the faces protocol's data."""
+"""Where ``params.yaml``'s ``data.folders.faces`` (sd2's ``data.evaluation.face``) puts the faces protocol's data."""
 
 REVIEW_DECISIONS = "data/review/decisions.jsonl"
 """The reviewers' decisions file of the tiny project (``review.decisions``): real rows have no truth

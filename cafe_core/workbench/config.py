@@ -394,13 +394,40 @@ class SelfDistillParams:
     batch_size: int
 
 
+BUILT_IN_SOURCES = ("world", "dreambench")
+
+
 @dataclass(frozen=True)
 class DataParams:
     """Where the stages' data comes from (:mod:`cafe_core.workbench.sources`,
-    :mod:`cafe_core.workbench.evaluation_sources`)."""
+    :mod:`cafe_core.workbench.evaluation_sources`).
 
-    train: str  # "world", or a folder of quadruplets and dialogues in the project's format
-    evaluation: str | dict[str, str]  # "world", "dreambench", or per domain: {object: dreambench, face: data/faces}
+    A source is ``world``, ``dreambench`` or a key of ``folders``, the project's own data folders
+    (relative to the project). They are named once, here: ``dvc.yaml`` depends on each through
+    ``${data.folders.<key>}``, so pointing a key at another folder reruns the stages that read it."""
+
+    train: str  # "world", or a key of `folders`: quadruplets and dialogues in the project's format
+    evaluation: str | dict[str, str]  # "world", "dreambench", or per domain: {object: dreambench, face: faces}
+    folders: dict[str, str] = field(default_factory=dict)  # key -> folder: {training: data/training, faces: data/faces}
+
+    def __post_init__(self) -> None:
+        clash = sorted(set(self.folders) & set(BUILT_IN_SOURCES))
+        if clash:
+            raise ParamsError(f"data.folders: {', '.join(clash)} name built-in sources; give the folder another key")
+        named = self.evaluation.items() if isinstance(self.evaluation, dict) else [(None, self.evaluation)]
+        for where, name in [("data.train", self.train)] + [
+            (f"data.evaluation.{domain}" if domain else "data.evaluation", name) for domain, name in named
+        ]:
+            if name not in (*BUILT_IN_SOURCES, *self.folders):
+                folders = ", ".join(self.folders) or "none"
+                raise ParamsError(
+                    f"{where} names {name!r}: a source is `world`, `dreambench` or a key of data.folders "
+                    f"({folders}); put a folder of your own under data.folders (DVC then tracks it) and name its key"
+                )
+
+    def folder(self, name: str) -> str | None:
+        """The project-relative folder that source ``name`` reads, or None for a built-in source."""
+        return self.folders.get(name)
 
 
 EVAL_DOMAINS = ("object", "face")
@@ -610,6 +637,12 @@ def params_from_dict(
     if not isinstance(overrides, dict):
         raise ParamsError(f"{source}: key 'profile_overrides' must map profile names to settings")
     chosen = data.get("profile")
+    for name, override in overrides.items():
+        if isinstance(override, dict) and isinstance(override.get("data"), dict) and "folders" in override["data"]:
+            raise ParamsError(
+                f"{source}: key 'profile_overrides.{name}.data.folders': the data folders are the project's, "
+                "shared by every profile (dvc.yaml depends on data.folders): set them at the top level"
+            )
     if isinstance(chosen, str) and chosen in overrides:
         data = _merge(data, overrides[chosen], f"profile_overrides.{chosen}", source)
     params = _from_dict(Params, data, "", source)

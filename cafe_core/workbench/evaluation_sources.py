@@ -4,7 +4,8 @@ One name for every domain (``world``: CAFE-mini's held-out subjects with their g
 ``dreambench``: the real photos and prompts, objects only), or one per domain::
 
     data:
-      evaluation: {object: dreambench, face: data/faces}   # a faces folder: cafe_core.benchmarks.faces
+      evaluation: {object: dreambench, face: faces}   # data.folders.faces: cafe_core.benchmarks.faces
+      folders: {faces: data/faces}
 
 Apart from :mod:`.sources` so that training stages never import the benchmarks (nor their skip keys
 hash them).
@@ -43,7 +44,7 @@ def evaluation_source(params: Params, root: Path) -> DataSource:
 
 
 def _source(name: str, params: Params, root: Path, domain: str | None) -> DataSource:
-    """``world``, ``dreambench``, or (for the ``face`` domain) a faces folder relative to the project."""
+    """``world``, ``dreambench``, or (for the ``face`` domain) a key of ``data.folders`` naming a faces folder."""
     if name == "world":
         from ..world.fidelity import PROBE_FOLDER
 
@@ -53,11 +54,12 @@ def _source(name: str, params: Params, root: Path, domain: str | None) -> DataSo
         from ..benchmarks.dreambench import DreamBenchSource
 
         return DreamBenchSource()
-    if domain == "face":
+    folder = params.data.folder(name)
+    if folder is not None and domain == "face":
         from ..benchmarks.faces import FaceFolderSource
 
-        return FaceFolderSource(Path(root) / name)
+        return FaceFolderSource(Path(root) / folder, name=folder)
     raise ParamsError(
         f"data.evaluation must be `world`, `dreambench`, or a mapping such as "
-        f"{{object: dreambench, face: data/faces}} (a faces folder), got {name!r}"
+        f"{{object: dreambench, face: faces}} (a key of data.folders naming a faces folder), got {name!r}"
     )

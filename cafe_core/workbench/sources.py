@@ -28,13 +28,14 @@ def world_source(params: Params, fidelity_probe: Path | None = None) -> DataSour
 
 
 def training_source(params: Params, root: Path) -> DataSource:
-    """``data.train``: ``world``, or a folder (relative to the project) in the project's format, whose
-    dialogues are read from ``teacher_data``'s scored copy of it."""
+    """``data.train``: ``world``, or a key of ``data.folders``: a folder (relative to the project) in
+    the project's format, whose dialogues are read from ``teacher_data``'s scored copy of it."""
     name = params.data.train
     if not isinstance(name, str):
-        raise ParamsError(f"data.train names one source (`world` or a folder), got {name!r}")
+        raise ParamsError(f"data.train names one source (`world` or a key of data.folders), got {name!r}")
     if name == "world":
         return world_source(params)
-    if name == "dreambench":
-        raise ParamsError("data.train: dreambench holds evaluation data only; name `world` or a folder")
-    return FolderSource(Path(root) / name, scored=ProjectPaths(root).dataset("teacher"))
+    folder = params.data.folder(name)
+    if folder is None:
+        raise ParamsError(f"data.train: {name} holds evaluation data only; name `world` or a key of data.folders")
+    return FolderSource(Path(root) / folder, scored=ProjectPaths(root).dataset("teacher"), name=folder)
