@@ -95,13 +95,23 @@ def test_every_notebook_is_a_stage_or_an_interactive_demo():
 
 
 @pytest.mark.parametrize(
-    "name", ["pretrain_world", "teacher_data", "review", "train_generator", "finetune_generator", "train_assistant"]
+    "name",
+    [
+        "pretrain_world",
+        "teacher_data",
+        "review",
+        "self_distill",
+        "train_generator",
+        "finetune_generator",
+        "train_assistant",
+    ],
 )
 def test_training_stages_never_depend_on_an_evaluation_benchmark(name):
-    """Editing DreamBench's or the faces folder's reader (or the samples layout) must not rerun a
-    training stage nor change its skip key: only the evaluation stages read them."""
+    """Editing DreamBench's or the faces folder's reader, the samples layout or the evaluation stage
+    must not rerun a stage that makes training data or trains a model, nor change its skip key."""
     deps = set(_body(DVC[name])["deps"])
     readers = {f"cafe_core/benchmarks/{m}.py" for m in ("dreambench", "faces", "samples")}
+    readers |= {"cafe_core/workbench/evaluation_sources.py", "cafe_core/workbench/stages/evaluate.py"}
     assert not deps & readers, f"{name} depends on {sorted(deps & readers)}"
 
 

@@ -16,7 +16,8 @@ from cafe_core.workbench.config import DataParams, ParamsError
 from cafe_core.workbench.paths import ProjectPaths
 from cafe_core.workbench.results import read_scores
 from cafe_core.workbench.stages.ablation import ablation_table
-from cafe_core.workbench.stages.evaluate import PromptReferences, evaluate_variant, reference_pipeline
+from cafe_core.workbench.stages.drawing import PromptReferences, reference_pipeline
+from cafe_core.workbench.stages.evaluate import evaluate_variant
 from cafe_core.workbench.stages.teacher_data import teacher_data
 from cafe_core.workbench.stages.train_assistant import train_assistant_stage
 from cafe_core.workbench.stages.train_generator import train_generator_stage

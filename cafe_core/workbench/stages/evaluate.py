@@ -14,7 +14,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -29,76 +28,21 @@ from ...benchmarks.samples import score_samples, write_samples
 from ...data.cases import EvalCase
 from ...data.sources import DataSource, DataUnavailable
 from ...models.encoders import ClipEncoder, DinoEncoder, load_face_embedder
-from ...models.text_to_image import TextToImage
 from ...pipeline import CafePipeline
 from ...utils.digest import config_hash, file_digest
-from ...utils.files import atomic_save_safetensors, atomic_write_json
+from ...utils.files import atomic_write_json
 from .. import tracking
 from ..code_deps import code_digest
 from ..config import Params, VariantSpec, to_dict
 from ..evaluation_sources import evaluation_source
 from ..paths import ProjectPaths
 from ..plots import image_grid, save_figure
-from .common import GT_EMBEDDING, REAL_IMAGES, TARGET_SEEDS, encoder_key
-from .drawing import sampling
+from .common import GT_EMBEDDING, REAL_IMAGES, TARGET_SEEDS
+from .drawing import PromptReferences, draw_from_prompts, reference_pipeline, sampling
 
-__all__ = ["Judges", "PromptReferences", "draw_from_prompts", "evaluate_variant", "reference_pipeline"]
+__all__ = ["Judges", "evaluate_variant"]
 
 logger = logging.getLogger(__name__)
-
-
-class PromptReferences:
-    """The base text-to-image model's image of each prompt: eq. 4's ``x_ref``, drawn from the instruction.
-
-    This is how G is evaluated before the assistant exists: the reference carries the
-    instruction's semantics, the photo the identity. Each prompt's image is seeded on its own and
-    cached (every variant and every subject of a class share them), so it is drawn once per
-    experiment; :meth:`save` writes the cache atomically to one safetensors file.
-    """
-
-    def __init__(self, t2i: TextToImage, steps: int, cache: Path | None = None):
-        self.t2i, self.steps, self.path = t2i, steps, cache
-        self.cache: dict[str, np.ndarray] = {}
-        if cache is not None and cache.is_file():
-            from safetensors.numpy import load_file
-
-            self.cache.update(load_file(cache))
-
-    @classmethod
-    def from_params(cls, params: Params, root: Path) -> PromptReferences:
-        paths = ProjectPaths(root)
-        t2i = TextToImage.from_pretrained(params.profile.text_to_image, model_root=paths.model_root(params.profile))
-        key = encoder_key(params, paths, params.profile.text_to_image)
-        return cls(t2i, params.generator.sample_steps, cache=paths.references(key))
-
-    def __call__(self, prompts: list[str], seed: int) -> np.ndarray:
-        """uint8 (len(prompts), H, W, 3)."""
-        keys = [config_hash(p, seed, self.steps) for p in prompts]
-        missing = sorted({(k, p) for k, p in zip(keys, prompts) if k not in self.cache})
-        if missing:
-            seeds = [int(k[:8], 16) for k, _ in missing]
-            images = self.t2i([p for _, p in missing], num_inference_steps=self.steps, seed=seeds)
-            self.cache.update({k: img for (k, _), img in zip(missing, images)})
-        return np.stack([self.cache[k] for k in keys])
-
-    def save(self) -> None:
-        if self.path is not None and self.cache:
-            atomic_save_safetensors({k: np.ascontiguousarray(v) for k, v in self.cache.items()}, self.path)
-
-
-def reference_pipeline(params: Params, root: Path, generator: str, seed: int, guidance: str = "both") -> CafePipeline:
-    """The fast path of training seed ``seed`` of G ``generator`` on the CPU, sampling with ``guidance``."""
-    pipe = CafePipeline.from_params(params, root, assistant=None, generator=generator, seed=seed, device="cpu")
-    pipe.sampling = sampling(params, root, guidance)
-    return pipe
-
-
-def draw_from_prompts(
-    pipe: CafePipeline, references: PromptReferences, photo, prompts: list[str], seed: int
-) -> np.ndarray:
-    """G(E_c(x_ref of each prompt), E_d(photo)): one image per prompt, the batch's noise from ``seed``."""
-    refs = references(prompts, seed)
-    return pipe.generate(photo, refs, seed=torch.Generator().manual_seed(seed))[0]
 
 
 def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict[str, float]]:

@@ -23,7 +23,8 @@ from .. import tracking
 from ..config import Params, to_dict
 from ..evaluation_sources import evaluation_source
 from ..paths import ProjectPaths
-from .evaluate import Judges, PromptReferences, draw_from_prompts
+from .drawing import PromptReferences, draw_from_prompts
+from .evaluate import Judges
 
 __all__ = ["GridScorer", "guidance_grid"]
 

@@ -42,8 +42,7 @@ from ..dataset_report import log_dataset_report
 from ..generation_run import generate_dataset
 from ..paths import ProjectPaths
 from .common import generator_digest
-from .drawing import sampling
-from .evaluate import PromptReferences
+from .drawing import PromptReferences, sampling
 from .teacher_data import TEACHER_DATASET
 
 __all__ = ["SELF_DATASET", "UNION_DATASET", "SelfDistiller", "self_distill_stage"]
