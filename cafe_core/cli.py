@@ -505,10 +505,9 @@ def _photo(params, root: Path, args: argparse.Namespace) -> int:
     if args.index < 0:
         raise CliError(f"--index must be >= 0, got {args.index}")
     e = params.evaluation
-    n = e.subjects_of(args.domain)
     try:
         source = evaluation_source(params, root)
-        cases = source.eval_cases(args.domain, n, e.prompts_of(args.domain), params.seed, 1)
+        cases = source.eval_cases(args.domain, e.subjects_of(args.domain), e.prompts_of(args.domain), params.seed, 1)
     except (DataUnavailable, ValueError, KeyError) as err:
         raise CliError(str(err.args[0]) if err.args else str(err)) from err
     if args.index >= len(cases):

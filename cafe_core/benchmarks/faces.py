@@ -64,7 +64,8 @@ def read_face_prompts(path: str | os.PathLike[str]) -> list[str]:
 
 class FaceFolderSource(DataSource):
     """A faces folder as evaluation data of domain ``face`` (``params.yaml: data.evaluation:
-    {face: <key>}``, the key naming the folder in ``data.folders``). Real photos: no ground truth, so no ceiling row and no probe verdicts."""
+    {face: <key>}``, the key naming the folder in ``data.folders``). Real photos: no ground truth,
+    so no ceiling row and no probe verdicts."""
 
     domains = ("face",)
 

@@ -462,15 +462,22 @@ class EvalParams:
 
     def subjects_of(self, domain: str) -> int:
         """How many subjects of ``domain`` the tables evaluate."""
-        return {"object": self.object_subjects, "face": self.face_subjects}[domain]
+        return {"object": self.object_subjects, "face": self.face_subjects}[_domain(domain)]
 
     def prompts_of(self, domain: str) -> int:
         """How many prompts each subject of ``domain`` is drawn with."""
-        return self.prompts[domain] if isinstance(self.prompts, dict) else self.prompts
+        return self.prompts[_domain(domain)] if isinstance(self.prompts, dict) else self.prompts
 
     def images_of(self, domain: str) -> int:
         """How many images each (subject, prompt) of ``domain`` gets, each from its own noise."""
-        return self.images_per_prompt[domain] if isinstance(self.images_per_prompt, dict) else self.images_per_prompt
+        count = self.images_per_prompt
+        return count[_domain(domain)] if isinstance(count, dict) else count
+
+
+def _domain(domain: str) -> str:
+    if domain not in EVAL_DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; the domains are {', '.join(EVAL_DOMAINS)}")
+    return domain
 
 
 @dataclass(frozen=True)

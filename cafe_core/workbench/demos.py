@@ -94,11 +94,10 @@ def examples(params, root, *, domain: str = "object", n: int = 6) -> list[Exampl
     from .evaluation_sources import evaluation_source
 
     e = params.evaluation
-    count = e.subjects_of(domain)
     try:
         source = evaluation_source(params, root)
         # `cafe photo --index`'s order
-        cases = source.eval_cases(domain, count, e.prompts_of(domain), params.seed, 1)[:n]
+        cases = source.eval_cases(domain, e.subjects_of(domain), e.prompts_of(domain), params.seed, 1)[:n]
     except (DataUnavailable, ValueError, KeyError, FileNotFoundError):
         return []
     out = []
