@@ -190,8 +190,7 @@ class DomainSources(DataSource):
     def assistant_quality(self, pipe, turns: list, cases: list[EvalCase], eval_clip, eval_dino, face, **kwargs: Any):
         """The one source's figures when one source holds every case; None across sources (the
         figures are means over all requests, and real photos have nothing to judge words against)."""
-        by_domain = {domain: self._of(domain) for domain in {c.domain for c in cases}}
-        sources = {id(source): source for source in by_domain.values()}
+        sources = {id(source): source for source in map(self._of, {c.domain for c in cases})}
         if len(sources) != 1:
             return None
         (source,) = sources.values()

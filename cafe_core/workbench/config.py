@@ -414,10 +414,12 @@ class DataParams:
         clash = sorted(set(self.folders) & set(BUILT_IN_SOURCES))
         if clash:
             raise ParamsError(f"data.folders: {', '.join(clash)} name built-in sources; give the folder another key")
-        named = self.evaluation.items() if isinstance(self.evaluation, dict) else [(None, self.evaluation)]
-        for where, name in [("data.train", self.train)] + [
-            (f"data.evaluation.{domain}" if domain else "data.evaluation", name) for domain, name in named
-        ]:
+        named = {"data.train": self.train}
+        if isinstance(self.evaluation, dict):
+            named |= {f"data.evaluation.{domain}": name for domain, name in self.evaluation.items()}
+        else:
+            named["data.evaluation"] = self.evaluation
+        for where, name in named.items():
             if name not in (*BUILT_IN_SOURCES, *self.folders):
                 folders = ", ".join(self.folders) or "none"
                 raise ParamsError(
@@ -462,22 +464,22 @@ class EvalParams:
 
     def subjects_of(self, domain: str) -> int:
         """How many subjects of ``domain`` the tables evaluate."""
-        return {"object": self.object_subjects, "face": self.face_subjects}[_domain(domain)]
+        return _per_domain({"object": self.object_subjects, "face": self.face_subjects}, domain)
 
     def prompts_of(self, domain: str) -> int:
         """How many prompts each subject of ``domain`` is drawn with."""
-        return self.prompts[_domain(domain)] if isinstance(self.prompts, dict) else self.prompts
+        return _per_domain(self.prompts, domain)
 
     def images_of(self, domain: str) -> int:
         """How many images each (subject, prompt) of ``domain`` gets, each from its own noise."""
-        count = self.images_per_prompt
-        return count[_domain(domain)] if isinstance(count, dict) else count
+        return _per_domain(self.images_per_prompt, domain)
 
 
-def _domain(domain: str) -> str:
+def _per_domain(count: int | dict[str, int], domain: str) -> int:
+    """``count`` for ``domain``: the one count, or the domain's entry (an unknown domain is a ValueError)."""
     if domain not in EVAL_DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; the domains are {', '.join(EVAL_DOMAINS)}")
-    return domain
+    return count[domain] if isinstance(count, dict) else count
 
 
 @dataclass(frozen=True)
