@@ -91,13 +91,15 @@ def named(world, subject, context) -> str:
     return _noun_phrase(subject.cls, _detail_fragments(subject, world.hidden_details(subject, context)))
 
 
-def base_model(params, model_root: Path, t2i_name: str, n_subjects: int) -> None:
+def base_model(params, model_root: Path, t2i_name: str, n_subjects: int) -> dict[str, dict[str, dict]]:
+    """Print and return ``{domain: {prompt kind: fidelity figures}}`` of the base model's drawings."""
     world = make_world(params)
     probe = FidelityProbe.from_pretrained(model_root / "fidelity_probe")
     t2i = TextToImage.from_pretrained(t2i_name, model_root=model_root)
     p = params.pretrain.t2i
     rng = np.random.default_rng(0)
     print(f"base model {t2i_name!r}: {n_subjects} held-out subjects per domain, 6 contexts each, judged by the probe")
+    figures: dict[str, dict[str, dict]] = {}
     for domain in DOMAINS:
         subjects = world.subjects(domain, "eval")
         subjects = [subjects[i] for i in rng.choice(len(subjects), n_subjects, replace=False)]
@@ -115,11 +117,12 @@ def base_model(params, model_root: Path, t2i_name: str, n_subjects: int) -> None
             verdicts["true renders"] += probe.judge(world, subject, shown, renders)
         print(f"  {domain} (e.g. {detailed[0]!r})")
         for kind, found in verdicts.items():
-            f = fidelity_figures(found)
+            f = figures.setdefault(domain, {})[kind] = fidelity_figures(found)
             per = "  ".join(
                 f"{k.removeprefix('attribute.')} {v:.2f}" for k, v in f.items() if k.startswith("attribute.")
             )
             print(f"    {kind:19s} attributes {f['attributes']:.3f}  context {f['context']:.3f}  |  {per}")
+    return figures
 
 
 def main() -> None:
