@@ -37,7 +37,7 @@ from cafe_core.models.encoders import ClipEncoder, DinoEncoder  # noqa: E402
 from cafe_core.models.text_to_image import TextToImage  # noqa: E402
 from cafe_core.workbench.config import load_params  # noqa: E402
 from cafe_core.workbench.paths import ProjectPaths  # noqa: E402
-from cafe_core.world.fidelity import FidelityProbe  # noqa: E402
+from cafe_core.world.fidelity import PROBE_FOLDER, FidelityProbe  # noqa: E402
 from cafe_core.world.language import _detail_fragments, _fix_articles, _noun_phrase  # noqa: E402
 from cafe_core.world.world import ATTRIBUTE_VALUES, DOMAINS, make_world  # noqa: E402
 
@@ -94,7 +94,7 @@ def named(world, subject, context) -> str:
 def base_model(params, model_root: Path, t2i_name: str, n_subjects: int) -> dict[str, dict[str, dict]]:
     """Print and return ``{domain: {prompt kind: fidelity figures}}`` of the base model's drawings."""
     world = make_world(params)
-    probe = FidelityProbe.from_pretrained(model_root / "fidelity_probe")
+    probe = FidelityProbe.from_pretrained(model_root / PROBE_FOLDER)
     t2i = TextToImage.from_pretrained(t2i_name, model_root=model_root)
     p = params.pretrain.t2i
     rng = np.random.default_rng(0)
