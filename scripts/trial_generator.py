@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scratch import link_into
+
 from cafe_core.workbench.config import load_params
 from cafe_core.workbench.evaluation_sources import evaluation_source
 from cafe_core.workbench.paths import ProjectPaths
@@ -39,10 +41,7 @@ LINKED = ("models/world", "data/world", "data/teacher", "data/datasets", "data/f
 def scratch_root(project: Path, folder: Path | None) -> Path:
     """A root whose world models and data are the project's (linked) and whose G and results are its own."""
     root = Path(folder or tempfile.mkdtemp(prefix="cafe-trial-"))
-    for rel in LINKED:  # what the project has not made yet, the trial makes in its own root
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        if (project / rel).exists() and not (root / rel).is_symlink():
-            (root / rel).symlink_to(project / rel)
+    link_into(root, project, LINKED)
     shutil.copy(project / "params.yaml", root / "params.yaml")
     grid = ProjectPaths(root).guidance_grid
     if ProjectPaths(project).guidance_grid.is_file():

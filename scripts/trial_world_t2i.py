@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diagnose_generator import base_model  # noqa: E402
+from scratch import link_into  # noqa: E402
 
 from cafe_core.workbench.config import load_params  # noqa: E402
 from cafe_core.workbench.paths import ProjectPaths  # noqa: E402
@@ -41,15 +42,10 @@ from cafe_core.world.pretrain import MODELS, model_key, pretrain_world, read_mar
 def scratch_root(project: Path, folder: Path | None, model_root: Path) -> Path:
     """A root whose world models (but ``t2i``), probe and renders link the project's."""
     root = Path(folder or tempfile.mkdtemp(prefix="cafe-t2i-trial-"))
-    mine = root / model_root.relative_to(project)
-    mine.mkdir(parents=True, exist_ok=True)
-    for name in (*[m for m in MODELS if m != "t2i"], PROBE_FOLDER):
-        if (model_root / name).exists() and not (mine / name).is_symlink():
-            (mine / name).symlink_to(model_root / name)
-    renders = ProjectPaths(root).world_renders
-    renders.parent.mkdir(parents=True, exist_ok=True)
-    if ProjectPaths(project).world_renders.exists() and not renders.is_symlink():
-        renders.symlink_to(ProjectPaths(project).world_renders)
+    models = model_root.relative_to(project)
+    (root / models).mkdir(parents=True, exist_ok=True)  # its own t2i lands beside the linked models
+    linked = [models / name for name in (*[m for m in MODELS if m != "t2i"], PROBE_FOLDER)]
+    link_into(root, project, [*linked, ProjectPaths(project).world_renders.relative_to(project)])
     return root
 
 
