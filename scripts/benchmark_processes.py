@@ -10,7 +10,10 @@ machine starts that many CPU processes; ``--cpu`` alone starts one) with one thr
 takes its shard of every batch; tests/test_training_accelerate.py checks they train the same
 model). It prints the median time of a step of each (between the starts of consecutive forward
 passes of the main process, after the first ``--steps / 4`` steps: start-up, the first steps and
-the rare checkpoint write are left out) and their ratio.
+the rare checkpoint write are left out) and their ratio. Third, ``<cores>`` independent one-thread
+processes, each training its own G on the whole batch at once, as a stage's training seeds could:
+the slowest one's median step, and the throughput ratio of Gs trained per second against one
+process.
 """
 
 from __future__ import annotations
@@ -82,6 +85,19 @@ def run(processes: int, steps: int, batch: int) -> float:
         return result["seconds_per_step"]
 
 
+def run_independent(processes: int, steps: int, batch: int) -> float:
+    """Seconds per step of the slowest of ``processes`` one-thread processes, each training its own G
+    on the whole batch at the same time (as the training seeds of a stage could)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / f"result-{i}.json" for i in range(processes)]
+        me = [sys.executable, str(Path(__file__).resolve()), "--worker", "--steps", str(steps), "--batch", str(batch)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = [subprocess.Popen([*me, "--out", str(out)], env=env, stdout=subprocess.DEVNULL) for out in outs]
+        if any(proc.wait() for proc in procs):
+            raise RuntimeError("an independent worker failed (its error is above)")
+        return max(json.loads(out.read_text())["seconds_per_step"] for out in outs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
@@ -98,6 +114,9 @@ def main() -> None:
     many = run(cores, args.steps, args.batch)
     print(f"{cores} processes, 1 thread each: {many * 1e3:.0f} ms per step of batch {args.batch}")
     print(f"throughput ratio ({cores} processes / one): {one / many:.2f}x")
+    apart = run_independent(cores, args.steps, args.batch)
+    print(f"{cores} independent 1-thread processes, each its own G: {apart * 1e3:.0f} ms a step of batch {args.batch}")
+    print(f"throughput ratio ({cores} independent Gs / one): {one / (apart / cores):.2f}x")
 
 
 if __name__ == "__main__":

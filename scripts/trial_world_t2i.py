@@ -1,6 +1,6 @@
 """Trial of the world's text-to-image settings outside DVC: pretrain a variant of its t2i, judge what it draws.
 
-    bin/with-env python scripts/trial_world_t2i.py '{"steps": 15000}' [--scratch DIR] [--subjects 24]
+    bin/with-env python scripts/trial_world_t2i.py '{"steps": 15000}' [--scratch DIR] [--subjects 24] [--any-clip]
 
 G starts from the world's text-to-image UNet (CAFE-mini's SD2) and draws about as well as that
 model draws when told every detail (docs/measurements.md, "Can G's base model draw the subject?").
@@ -65,6 +65,12 @@ def main() -> None:
     parser.add_argument("overrides", help="JSON object of params.yaml pretrain.t2i keys, e.g. '{\"steps\": 15000}'")
     parser.add_argument("--scratch", type=Path, help="scratch root (default: a new temporary folder)")
     parser.add_argument("--subjects", type=int, default=24, help="held-out subjects per domain to judge")
+    parser.add_argument(
+        "--any-clip",
+        action="store_true",
+        help="read the project's CLIP even when this code keys it differently (a trial of an uncommitted "
+        "change to world/pretrain.py, whose digest is in every world model's key)",
+    )
     args = parser.parse_args()
     try:
         overrides = json.loads(args.overrides)
@@ -78,7 +84,7 @@ def main() -> None:
     if project_models is None:
         parser.error(f"profile {params.profile.name!r} uses real checkpoints: there is no world t2i to retrain")
     clip = read_marker(project_models / "clip")
-    if clip is None or clip.get("key") != model_key(params, "clip", {}):
+    if clip is None or (clip.get("key") != model_key(params, "clip", {}) and not args.any_clip):
         parser.error("the project's world CLIP is missing or stale: run `bin/with-env dvc repro pretrain_world` first")
     if not (project_models / PROBE_FOLDER).is_dir():
         parser.error("no fidelity probe in this project yet: run `bin/with-env dvc repro fidelity_probe` first")
