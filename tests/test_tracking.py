@@ -99,6 +99,20 @@ def test_a_stage_handed_a_pipeline_run_that_lost_the_race_closes_onto_the_kept_o
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+def test_a_pipeline_run_being_made_by_another_writer_is_not_marked_dead(tmp_path, params):
+    """MLflow makes every run RUNNING; a pipeline run stays so until its writer ends (or deletes)
+    it. Another writer's sweep of dead runs marked it KILLED, and failed when it had been deleted
+    (CI saw this with four writers on a server store)."""
+    run_id = tracking.open_stage_run("evaluate@both", params, tmp_path)
+    client = mlflow.MlflowClient(tracking.tracking_uri(tmp_path))
+    run = client.get_run(run_id)
+    pipeline_tags = client.get_run(run.data.tags["mlflow.parentRunId"]).data.tags
+    being_made = client.create_run(run.info.experiment_id, tags=pipeline_tags).info.run_id
+    assert tracking.mark_dead_runs(run.info.experiment_id, tmp_path) == 0
+    assert client.get_run(being_made).info.status == "RUNNING"
+    tracking.close_stage_run(run_id, "FINISHED", tmp_path)
+
+
 def test_a_killed_stage_is_marked_and_its_rerun_continues_the_same_run(tmp_path, params):
     uri = tracking.tracking_uri()
     code = (

@@ -208,12 +208,16 @@ def run_tags(params: Any = None, root: str | os.PathLike | None = None, stage: s
 
 
 def mark_dead_runs(exp_id: str, root: str | os.PathLike | None = None) -> int:
-    """Mark KILLED every RUNNING run of this host whose process is gone; returns how many."""
+    """Mark KILLED every RUNNING stage run of this host whose process is gone; returns how many.
+
+    A pipeline run is RUNNING only between its creation and its writer's ``set_terminated`` (and
+    it has no process), so it is left to that writer, which may also delete it.
+    """
     client = _client(root)
     dead = [
         r
         for r in client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=1000)
-        if not _process_alive(r.data.tags)
+        if r.data.tags.get("cafe.role") != "pipeline" and not _process_alive(r.data.tags)
     ]
     for run in dead:
         client.set_terminated(run.info.run_id, status="KILLED")
