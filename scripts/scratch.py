@@ -1,7 +1,10 @@
-"""Scratch roots for the trial scripts: a project-shaped folder that links what it reuses."""
+"""Scratch roots for the trial scripts: a project-shaped folder that links what it reuses, and their overrides."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,3 +20,26 @@ def link_into(root: Path, project: Path, paths: Iterable[str | Path]) -> None:
         mine.parent.mkdir(parents=True, exist_ok=True)
         if theirs.exists() and not mine.is_symlink():
             mine.symlink_to(theirs)
+
+
+def parse_overrides(text: str) -> dict:
+    """A trial's JSON overrides, ``'{"lr": 1e-3}'``, as a dict (an argparse ``type``: bad text is a usage error)."""
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"overrides must be a JSON object: {e}") from None
+    if not isinstance(overrides, dict):
+        raise argparse.ArgumentTypeError(f"overrides must be a JSON object, got {text!r}")
+    return overrides
+
+
+def with_overrides(section, overrides: dict, name: str):
+    """``section`` (a params dataclass named ``name`` in params.yaml) with ``overrides``' keys replaced.
+
+    An unknown key is a ValueError naming the known ones, rather than dataclasses' bare TypeError.
+    """
+    known = {f.name for f in dataclasses.fields(section)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown {name} key {unknown[0]!r}; the keys are {', '.join(sorted(known))}")
+    return dataclasses.replace(section, **overrides)

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scratch import link_into
+from scratch import link_into, parse_overrides, with_overrides
 
 from cafe_core.workbench.config import load_params
 from cafe_core.workbench.evaluation_sources import evaluation_source
@@ -61,7 +61,9 @@ def scale_pair(text: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", help="JSON object of params.yaml generator keys, e.g. '{\"lr\": 1e-3}'")
+    parser.add_argument(
+        "overrides", type=parse_overrides, help="JSON object of params.yaml generator keys, e.g. '{\"lr\": 1e-3}'"
+    )
     parser.add_argument("--name", default="main", help="the generator of params.yaml `generators` to train")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--scratch", type=Path, help="scratch root (default: a new temporary folder)")
@@ -72,12 +74,16 @@ def main() -> None:
     if args.scales is None and not ProjectPaths(ROOT).guidance_grid.is_file():
         parser.error("no guidance grid in this project yet: run `dvc repro guidance` or pass --scales")
 
+    params = load_params(ROOT / "params.yaml")
+    try:
+        generator = with_overrides(params.generator, args.overrides, "generator")
+    except ValueError as e:
+        parser.error(str(e))
     root = scratch_root(ROOT, args.scratch)
-    params = load_params(root / "params.yaml")
     params = dataclasses.replace(
         params,
         seeds=[args.seed],
-        generator=dataclasses.replace(params.generator, **json.loads(args.overrides)),
+        generator=generator,
         guidance=dataclasses.replace(params.guidance, generator=args.name),
     )
     start = time.perf_counter()

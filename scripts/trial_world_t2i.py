@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diagnose_generator import base_model  # noqa: E402
-from scratch import link_into  # noqa: E402
+from scratch import link_into, parse_overrides, with_overrides  # noqa: E402
 
 from cafe_core.workbench.config import load_params  # noqa: E402
 from cafe_core.workbench.paths import ProjectPaths  # noqa: E402
@@ -49,20 +49,13 @@ def scratch_root(project: Path, folder: Path | None, model_root: Path) -> Path:
     return root
 
 
-def with_t2i_overrides(params, overrides: dict):
-    """``params`` with ``pretrain.t2i``'s keys replaced; an unknown key is an error naming the known ones."""
-    t2i = params.pretrain.t2i
-    known = {f.name for f in dataclasses.fields(t2i)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise SystemExit(f"unknown pretrain.t2i key {unknown[0]!r}; the keys are {', '.join(sorted(known))}")
-    pretrain = dataclasses.replace(params.pretrain, t2i=dataclasses.replace(t2i, **overrides))
-    return dataclasses.replace(params, pretrain=pretrain)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", help="JSON object of params.yaml pretrain.t2i keys, e.g. '{\"steps\": 15000}'")
+    parser.add_argument(
+        "overrides",
+        type=parse_overrides,
+        help="JSON object of params.yaml pretrain.t2i keys, e.g. '{\"steps\": 15000}'",
+    )
     parser.add_argument("--scratch", type=Path, help="scratch root (default: a new temporary folder)")
     parser.add_argument("--subjects", type=int, default=24, help="held-out subjects per domain to judge")
     parser.add_argument(
@@ -72,20 +65,24 @@ def main() -> None:
         "change to world/pretrain.py, whose digest is in every world model's key)",
     )
     args = parser.parse_args()
+    overrides = args.overrides
+    params = load_params(ROOT / "params.yaml")
     try:
-        overrides = json.loads(args.overrides)
-    except json.JSONDecodeError as e:
-        parser.error(f"overrides must be a JSON object: {e}")
-    if not isinstance(overrides, dict):
-        parser.error("overrides must be a JSON object")
-
-    params = with_t2i_overrides(load_params(ROOT / "params.yaml"), overrides)
+        t2i = with_overrides(params.pretrain.t2i, overrides, "pretrain.t2i")
+    except ValueError as e:
+        parser.error(str(e))
+    params = dataclasses.replace(params, pretrain=dataclasses.replace(params.pretrain, t2i=t2i))
     project_models = ProjectPaths(ROOT).model_root(params.profile)
     if project_models is None:
         parser.error(f"profile {params.profile.name!r} uses real checkpoints: there is no world t2i to retrain")
     clip = read_marker(project_models / "clip")
-    if clip is None or (clip.get("key") != model_key(params, "clip", {}) and not args.any_clip):
-        parser.error("the project's world CLIP is missing or stale: run `bin/with-env dvc repro pretrain_world` first")
+    if clip is None:
+        parser.error("the project has no world CLIP yet: run `bin/with-env dvc repro pretrain_world` first")
+    if clip.get("key") != model_key(params, "clip", {}) and not args.any_clip:
+        parser.error(
+            "the project's world CLIP was made by other code or settings than this checkout's: rerun "
+            "`bin/with-env dvc repro pretrain_world`, or pass --any-clip to trial a change to world/pretrain.py"
+        )
     if not (project_models / PROBE_FOLDER).is_dir():
         parser.error("no fidelity probe in this project yet: run `bin/with-env dvc repro fidelity_probe` first")
 
