@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -98,6 +99,21 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def stop_on_sigterm() -> None:
+    """Take SIGTERM (``kill``, ``timeout``, a scheduler preempting the job) as Ctrl-C.
+
+    By default SIGTERM ends the process at once: the stage's MLflow run stays RUNNING until a later
+    run's sweep marks it dead, and the executed copy is not attached. As a KeyboardInterrupt, the run
+    closes KILLED with its wall time and the executed copy up to where it stopped. The kernel goes
+    either way: ipykernel exits when its parent does.
+    """
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", help="notebook name in notebooks/, without .ipynb")
@@ -107,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     params = {k: yaml.safe_load(v) for k, v in args.parameter}
+    stop_on_sigterm()
     out = run_notebook(args.name, params)
     logger.info("executed notebook written to %s", out)
     return 0
