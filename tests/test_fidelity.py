@@ -126,7 +126,7 @@ def test_fidelity_report_sets_the_system_beside_true_renders(assistant_project):
     subjects = read_subject_scores(root, system)  # one row per training seed and subject
     assert len(subjects) == len(params.seeds) * (params.evaluation.object_subjects + params.evaluation.face_subjects)
     assert sorted({r["seed"] for r in subjects}) == params.seeds
-    report = fidelity_report(params, root, resamples=200)
+    report = fidelity_report(params, root)
     assert report == json.loads((root / "results/fidelity/metrics.json").read_text())
     for domain, identity in (("object", None), ("face", "ID")):
         figures = report[domain]

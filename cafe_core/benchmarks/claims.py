@@ -79,7 +79,7 @@ D_auto row; its control row ``continued`` takes the same steps on D_auto. A fine
 over ``continued`` is its data's; ``continued`` against ``both`` is the extra steps' alone."""
 
 
-def judge(claim: Claim, scores: Mapping[str, Mapping[int, list[dict]]], *, seed: int) -> dict:
+def judge(claim: Claim, scores: Mapping[str, Mapping[int, list[dict]]]) -> dict:
     """The verdict on ``claim`` from ``{variant: {training seed: per-subject rows}}``.
 
     The two rows are compared on the seeds and subjects both scored (paired), so the interval
@@ -106,7 +106,7 @@ def judge(claim: Claim, scores: Mapping[str, Mapping[int, list[dict]]], *, seed:
     diff = score_grid({s: a[s] for s in seeds}, claim.metric, claim.domain, subjects) - score_grid(
         {s: b[s] for s in seeds}, claim.metric, claim.domain, subjects
     )
-    interval = seeds_and_subjects_interval(diff, seed=seed)
+    interval = seeds_and_subjects_interval(diff)
     verdict = "holds" if interval.low > 0 else "reversed" if interval.high < 0 else "within_noise"
     return {
         **record,

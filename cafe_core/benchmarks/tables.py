@@ -65,9 +65,9 @@ def csv_columns() -> tuple[str, ...]:
     return (*COLUMNS, *(f"{m}_ci95" for m in METRICS), "seeds")
 
 
-def interval_rows(variant: str, rows_by_seed: Mapping[int, list[dict]], *, seed: int) -> list[ProtocolRow]:
+def interval_rows(variant: str, rows_by_seed: Mapping[int, list[dict]]) -> list[ProtocolRow]:
     """A variant's rows, one per domain: each score the mean over (training seed, subject) cells,
-    with the 95% half-width of a bootstrap over seeds and subjects (:mod:`.statistics`).
+    with the 95% half-width of an interval with seeds and subjects both random (:mod:`.statistics`).
 
     ``rows_by_seed``: each training seed's per-subject rows (``{"subject", "domain", metric: value}``);
     the key None holds the rows of a variant that trains nothing (its ``seeds`` is 0).
@@ -81,7 +81,7 @@ def interval_rows(variant: str, rows_by_seed: Mapping[int, list[dict]], *, seed:
             grid = score_grid(rows_by_seed, metric, domain, subjects)
             if np.isnan(grid).all():
                 continue
-            interval = seeds_and_subjects_interval(grid, seed=seed)
+            interval = seeds_and_subjects_interval(grid)
             means[metric], half[metric], whole[metric] = interval.mean, interval.half_width, interval.to_dict()
         seeds = sum(s is not None for s in rows_by_seed)
         scores = (means.get(m) for m in METRICS)
@@ -115,7 +115,7 @@ def write_table(
         markdown += [
             "",
             f"Mean over {_seeds(seeds)} and the held-out subjects; ± is the half-width of a 95% "
-            "interval from a bootstrap over seeds and subjects.",
+            "t interval with seeds and subjects both random (two-way ANOVA, Satterthwaite's degrees of freedom).",
         ]
     if verdicts:
         markdown += ["", *_verdict_lines("claim (paper)", verdicts)]

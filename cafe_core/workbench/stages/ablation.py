@@ -45,13 +45,13 @@ def ablation_table(params: Params, root: Path, target: str) -> list[ProtocolRow]
     with tracking.start_run(target, params, log_params={"rows": variants}, root=root):
         scores = {v: rows_by_seed(read_subject_scores(root, v)) for v in variants}
         for variant in variants:
-            rows.extend(interval_rows(variant, scores[variant], seed=params.seed))
+            rows.extend(interval_rows(variant, scores[variant]))
             digest = file_digest(paths.variant_metrics(variant))
             source = tracking.find_run({"cafe.metrics_digest": digest}, params, root)
             if source is not None:
                 links[f"cafe.source_run.{variant}"] = source
-        verdicts = [judge(c, scores, seed=params.seed) for c in _present(CLAIMS.get(target, ()), target, variants)]
-        controls = [judge(c, scores, seed=params.seed) for c in _present(CONTROLS.get(target, ()), target, variants)]
+        verdicts = [judge(c, scores) for c in _present(CLAIMS.get(target, ()), target, variants)]
+        controls = [judge(c, scores) for c in _present(CONTROLS.get(target, ()), target, variants)]
         folder = paths.ablation(target)
         datasets = _training_data(params, root, variants)
         notes = _datasets_note(datasets) if datasets else ()

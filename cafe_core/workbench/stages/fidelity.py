@@ -78,13 +78,14 @@ def fidelity_probe_stage(params: Params, root: Path) -> dict:
     return accuracy
 
 
-def fidelity_report(params: Params, root: Path, *, resamples: int = 2000) -> dict:
+def fidelity_report(params: Params, root: Path) -> dict:
     """``results/fidelity/metrics.json``: per domain, each figure of the full system with its ceiling.
 
     Each figure is ``{"value", "ceiling", "ci95": [low, high], "half_width_from_seeds",
     "half_width_from_subjects"}``: the mean over (training seed, held-out subject) cells of the
-    system's row, the same figure on true renders of the same prompts, and a 95% two-way
-    bootstrap interval over training seeds and subjects with the two parts of its width. Do the
+    system's row, the same figure on true renders of the same prompts, and a 95% interval with
+    training seeds and subjects both random (:mod:`...benchmarks.statistics`), with the two parts
+    of its width. Do the
     words agree with the picture? ``reason_fits_context``, ``drawn_context_is_named`` and
     ``ambiguous_drawn_context_is_named`` come from the assistant's quality figures (``{"value"}``:
     shares of responses, averaged over training seeds).
@@ -106,7 +107,7 @@ def fidelity_report(params: Params, root: Path, *, resamples: int = 2000) -> dic
                 if metric not in mine:
                     continue
                 grid = score_grid(by_seed, metric, domain, subjects)
-                interval = seeds_and_subjects_interval(grid, seed=params.seed, resamples=resamples)
+                interval = seeds_and_subjects_interval(grid)
                 figures[FIGURES.get(metric, metric)] = {
                     "value": mine[metric],
                     "ceiling": ceiling.get(domain, {}).get(metric),

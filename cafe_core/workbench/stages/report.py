@@ -39,7 +39,7 @@ def write_report(params: Params, root: Path) -> Path:
         "",
         f"Code at commit `{state['commit'][:12]}`{' with uncommitted changes' if state['dirty'] == 'true' else ''}.",
         "Each table: the mean over the held-out subjects of every training seed, ± the half-width of a 95% "
-        "interval (bootstrap over seeds and subjects), then the paper's claims about its rows with their verdicts.",
+        "t interval with seeds and subjects both random, then the paper's claims about its rows with their verdicts.",
     ]
     for target, rows in params.ablations.items():
         folder = paths.ablation(target)
