@@ -79,7 +79,7 @@ def test_a_signalled_stage_closes_its_run_killed_with_the_notebook_and_leaves_no
 
     import mlflow
 
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # this test's store, whatever another set
     (stage,) = [
         r
         for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
