@@ -8,7 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Interval", "score_grid", "seeds_and_subjects_interval"]
+__all__ = ["METHOD", "Interval", "score_grid", "seeds_and_subjects_interval"]
+
+METHOD = "t interval with seeds and subjects both random (two-way ANOVA, Satterthwaite's degrees of freedom)"
+"""How :func:`seeds_and_subjects_interval` makes its 95% interval, as the tables and the report name it."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,12 @@ def seeds_and_subjects_interval(values: np.ndarray) -> Interval:
         """Half-width with one factor a sample and the other fixed: t(df) * sqrt(MS / cells)."""
         return float(stats.t.ppf(0.975, df) * np.sqrt(ms / cells)) if df > 0 else 0.0
 
-    if n_seeds == 1 or n_subjects == 1:  # one factor: a plain t interval over the other
-        half = part(ms_seeds, n_seeds - 1) if n_subjects == 1 else part(ms_subjects, n_subjects - 1)
-        if cells == 1:
-            half = float("nan")
+    if cells == 1:
+        half = float("nan")
+    elif n_subjects == 1:  # one factor: a plain t interval over the other
+        half = part(ms_seeds, n_seeds - 1)
+    elif n_seeds == 1:
+        half = part(ms_subjects, n_subjects - 1)
     else:
         residual = data - seed_means[:, None] - subject_means[None, :] + mean
         df = {"seeds": n_seeds - 1, "subjects": n_subjects - 1, "residual": (n_seeds - 1) * (n_subjects - 1)}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.files import atomic_write_text
-from .statistics import score_grid, seeds_and_subjects_interval
+from .statistics import METHOD, score_grid, seeds_and_subjects_interval
 
 __all__ = ["COLUMNS", "METRICS", "ProtocolRow", "csv_columns", "interval_rows", "write_scores", "write_table"]
 
@@ -114,8 +114,7 @@ def write_table(
     if seeds:
         markdown += [
             "",
-            f"Mean over {_seeds(seeds)} and the held-out subjects; ± is the half-width of a 95% "
-            "t interval with seeds and subjects both random (two-way ANOVA, Satterthwaite's degrees of freedom).",
+            f"Mean over {_seeds(seeds)} and the held-out subjects; ± is the half-width of a 95% {METHOD}.",
         ]
     if verdicts:
         markdown += ["", *_verdict_lines("claim (paper)", verdicts)]

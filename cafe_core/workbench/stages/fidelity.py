@@ -85,8 +85,7 @@ def fidelity_report(params: Params, root: Path) -> dict:
     "half_width_from_subjects"}``: the mean over (training seed, held-out subject) cells of the
     system's row, the same figure on true renders of the same prompts, and a 95% interval with
     training seeds and subjects both random (:mod:`...benchmarks.statistics`), with the two parts
-    of its width. Do the
-    words agree with the picture? ``reason_fits_context``, ``drawn_context_is_named`` and
+    of its width. Do the words agree with the picture? ``reason_fits_context``, ``drawn_context_is_named`` and
     ``ambiguous_drawn_context_is_named`` come from the assistant's quality figures (``{"value"}``:
     shares of responses, averaged over training seeds).
     """

@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from ...benchmarks.statistics import METHOD
 from ...utils.files import atomic_write_text
 from .. import tracking
 from ..config import Params
@@ -39,7 +40,7 @@ def write_report(params: Params, root: Path) -> Path:
         "",
         f"Code at commit `{state['commit'][:12]}`{' with uncommitted changes' if state['dirty'] == 'true' else ''}.",
         "Each table: the mean over the held-out subjects of every training seed, ± the half-width of a 95% "
-        "t interval with seeds and subjects both random, then the paper's claims about its rows with their verdicts.",
+        f"{METHOD}, then the paper's claims about its rows with their verdicts.",
     ]
     for target, rows in params.ablations.items():
         folder = paths.ablation(target)
