@@ -40,6 +40,7 @@ def tiny_raw(steps: int = 4) -> dict:
         "mse_clip_small": {"distance": "mse", "lambdas": [1.0], "generator": "clip_small"},
     }
     raw["seeds"] = [0, 1]  # two training seeds: every stage's seed loop runs, and the lambda a later seed inherits
+    raw["compute"]["seed_processes"] = 1  # seeds in turn: a process started per seed costs more than tiny Gs train
     raw["guidance"].update(clip_scales=[1.0, 3.0], dino_scales=[3.0], object_subjects=2, face_subjects=2, prompts=2)
     raw["evaluation"] = dict(object_subjects=2, face_subjects=2, prompts=2, images_per_prompt=1, references=2)
     raw["selfdistill"].update(requests=24, batch_size=8)

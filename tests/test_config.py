@@ -86,6 +86,15 @@ def test_shipped_sd2_settings_train_g_with_the_papers_optimiser(project_root):
     assert (sd2.batch_size, sd2.lr) == (64, 2e-5)  # paper, section 4: AdamW, lr 2e-5, batch 64
 
 
+def test_seeds_run_side_by_side_on_cpus_and_in_turn_on_one_gpu(project_root, raw):
+    """mini (two CPU cores) trains two seeds at once; sd2 (one GPU) gives each seed the whole device."""
+    assert load_params(project_root / "params.yaml").compute.seed_processes == 2
+    assert load_params(project_root / "params.yaml", profile="sd2").compute.seed_processes == 1
+    raw["compute"]["seed_processes"] = 0
+    with pytest.raises(ParamsError, match="compute.seed_processes must be >= 1, got 0"):
+        params_from_dict(raw)
+
+
 @pytest.mark.parametrize(("name", "processes"), [("one-node-8-gpus", 8), ("two-nodes-8-gpus", 16)])
 def test_accelerate_configs_split_the_papers_global_batches(project_root, name, processes):
     """Each process takes an equal share of each step's batch (training refuses a batch that does not divide)."""

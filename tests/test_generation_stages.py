@@ -358,3 +358,40 @@ def test_generator_training_is_reproducible(trained, tmp_path):
         first, again = ProjectPaths(root).generator("main", seed), ProjectPaths(tmp_path).generator("main", seed)
         for file in ("unet/diffusion_pytorch_model.safetensors", "cafe_conditioning.safetensors"):
             assert (first / file).read_bytes() == (again / file).read_bytes(), file
+
+
+def test_training_seeds_train_side_by_side(trained, tmp_path, monkeypatch):
+    """With ``compute.seed_processes: 2`` the stage trains its seeds at once, a process each: every
+    seed's G is published under the key the stage gives it when training them in turn (how seeds run
+    is not in the key), the seeds' MLflow runs nest in the stage's run, which counts both, and a
+    rerun finds both trained."""
+    import dataclasses
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from cafe_core.workbench import tracking
+    from cafe_core.workbench.artifacts import read_marker
+    from cafe_core.workbench.stages.common import GENERATOR_MARKER
+
+    params, root, _, _ = trained
+    for folder in ("models/world", "data/datasets", "data/features"):
+        shutil.copytree(root / folder, tmp_path / folder)
+    side = dataclasses.replace(params, compute=dataclasses.replace(params.compute, seed_processes=2))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv(tracking.RUN_ENV, raising=False)
+    assert sorted(train_generator_stage(side, tmp_path, "main")) == params.seeds
+    for seed in params.seeds:
+        mine = read_marker(ProjectPaths(tmp_path).generator("main", seed), GENERATOR_MARKER)
+        assert mine["key"] == read_marker(ProjectPaths(root).generator("main", seed), GENERATOR_MARKER)["key"]
+        CafeGenerator.from_pretrained(ProjectPaths(tmp_path).generator("main", seed))
+    train_generator_stage(side, tmp_path, "main")  # the rerun: both found
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(tracking.experiment_name(params)).experiment_id
+    first, again = client.search_runs(
+        [exp], "tags.`cafe.role` = 'stage' and tags.`cafe.stage` = 'train_generator@main'", order_by=["start_time"]
+    )
+    assert (first.data.tags["cafe.built"], again.data.tags["cafe.reused"]) == ("2", "2")
+    seeds = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{first.info.run_id}'", order_by=["run_name"])
+    assert [(r.info.run_name, r.info.status) for r in seeds] == [("seed-0", "FINISHED"), ("seed-1", "FINISHED")]

@@ -98,15 +98,16 @@ PLUMBING = frozenset(
         "cafe_core.workbench.notebook",
         "cafe_core.workbench.paths",
         "cafe_core.workbench.plots",
+        "cafe_core.workbench.processes",
         "cafe_core.workbench.results",
         "cafe_core.workbench.stages",
         "cafe_core.workbench.tracking",
     }
 )
-"""Modules that decide where files go, what is logged and how ``params.yaml`` is read, never what a
-model learns: :func:`code_digest` leaves their source out. The values they read are in every skip
-key already (each key hashes its params), so editing them reruns a stage (DVC still lists them as
-code dependencies) without retraining a model that is up to date."""
+"""Modules that decide where files go, what is logged, how ``params.yaml`` is read and which
+process runs a job, never what a model learns: :func:`code_digest` leaves their source out. The
+values they read are in every skip key already (each key hashes its params), so editing them reruns
+a stage (DVC still lists them as code dependencies) without retraining a model that is up to date."""
 
 
 def code_digest(*modules: str, prune: tuple[str, ...] = ()) -> str:

@@ -493,10 +493,17 @@ class StepCompute:
 
 @dataclass(frozen=True)
 class ComputeParams:
-    """Per trained part (``generator``, ``assistant``): how its steps fit a device's memory."""
+    """Per trained part (``generator``, ``assistant``): how its steps fit a device's memory; and how
+    many of a stage's training seeds run at once. Like :class:`StepCompute`, none of it changes a
+    result beyond float rounding, so none of it is in a skip key or a stage's DVC params."""
 
     generator: StepCompute = field(default_factory=StepCompute)
     assistant: StepCompute = field(default_factory=StepCompute)
+    seed_processes: int = 1  # training seeds side by side, a process each, the threads split; 1: in turn
+
+    def __post_init__(self) -> None:
+        if self.seed_processes < 1:
+            raise ParamsError(f"compute.seed_processes must be >= 1, got {self.seed_processes}")
 
 
 FEATURE_DTYPES = ("float32", "float16", "bfloat16")

@@ -355,10 +355,14 @@ def start_run(
     active = mlflow.active_run()
     handed = os.environ.get(RUN_ENV)
     own = None
-    if active is not None:
+    if active is not None or _PARENT_RUN is not None:
         extra = {**run_tags(params, root), "cafe.role": "nested", **dict(tags or {})}
-        exp_id = active.info.experiment_id  # the parent's experiment, not MLflow's default one
-        context = mlflow.start_run(run_name=name, nested=True, experiment_id=exp_id, tags=extra)
+        if active is not None:
+            exp_id = active.info.experiment_id  # the parent's experiment, not MLflow's default one
+            context = mlflow.start_run(run_name=name, nested=True, experiment_id=exp_id, tags=extra)
+        else:  # a worker process (workbench.processes): nested in the run active where it was started
+            exp_id = client.get_run(_PARENT_RUN).info.experiment_id
+            context = mlflow.start_run(run_name=name, parent_run_id=_PARENT_RUN, experiment_id=exp_id, tags=extra)
     elif handed:
         context = mlflow.start_run(run_id=handed, tags=dict(tags or {}))
     else:
@@ -374,6 +378,28 @@ def start_run(
         raise
     if own is not None:
         close_stage_run(own, "FINISHED", root)
+
+
+_PARENT_RUN: str | None = None
+_FORWARDED: list[bool] | None = None
+
+
+@contextlib.contextmanager
+def nested_under(run_id: str | None) -> Iterator[list[bool]]:
+    """In a worker process, runs started in the block nest in ``run_id`` (the run active in the
+    process that started the worker), which stays open: the worker neither logs into it nor ends
+    it. The kernel's ``CAFE_MLFLOW_RUN_ID`` is hidden in the block, so an interrupted worker
+    marks its own run KILLED, not the stage's. Yields the units of work (:func:`record_work`)
+    recorded outside any run in the block, for the starting process to record on its run."""
+    global _PARENT_RUN, _FORWARDED
+    saved, handed = (_PARENT_RUN, _FORWARDED), os.environ.pop(RUN_ENV, None)
+    _PARENT_RUN, _FORWARDED = run_id, []
+    try:
+        yield _FORWARDED
+    finally:
+        _PARENT_RUN, _FORWARDED = saved
+        if handed is not None:
+            os.environ[RUN_ENV] = handed
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -475,6 +501,8 @@ def record_work(built: bool) -> None:
     """
     run = active_run_id()
     if run is None:
+        if _FORWARDED is not None:  # a worker's: the stage's process counts it (nested_under)
+            _FORWARDED.append(built)
         return
     counts = _WORK.setdefault(run, {"built": 0, "reused": 0})
     counts["built" if built else "reused"] += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,12 @@ from ...models.text_to_image import TextToImage
 from ...utils.digest import config_hash
 from ...utils.hub import resolve_model
 from .. import tracking
-from ..artifacts import build_once
+from ..artifacts import build_once, read_marker
 from ..code_deps import code_digest
 from ..config import Params
 from ..paths import ProjectPaths
 from ..plots import image_grid
+from ..processes import side_by_side
 from ..training import GeneratorTraining, train_generator
 from .common import GENERATOR_MARKER, encoder_key, generator_digest
 from .teacher_data import training_dataset, training_pairs
@@ -41,8 +42,10 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     and trains its own ``steps``; the others start from the base model.
 
     Returns each seed's final training losses. A seed already trained with this key is skipped, so
-    a killed stage resumes at the seed it was training (from its checkpoint). Runs under
-    ``accelerate launch`` on several processes too: each trains on its shard of every batch, the
+    a killed stage resumes at the seeds it was training (from their checkpoints). The seeds left
+    train ``params.compute.seed_processes`` at a time, each in a process of its own
+    (:func:`~cafe_core.workbench.processes.side_by_side`). Runs under ``accelerate launch`` on
+    several processes too: each trains on its shard of every batch, one seed at a time, and the
     main one logs and publishes.
     """
     from accelerate import Accelerator
@@ -51,66 +54,99 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
         raise KeyError(
             f"unknown generator {name!r} (params.yaml key 'generators'); known: {', '.join(params.generators)}"
         )
-    paths = ProjectPaths(root)
-    spec, g = params.generators[name], params.generator
+    paths, spec, g = ProjectPaths(root), params.generators[name], params.generator
     accelerator = accelerator or Accelerator()
+    main = accelerator.is_main_process
+    run_params = {"generator": g.training(), "spec": asdict(spec), "seeds": params.seeds}
+    stage_run = tracking.start_run(params.generator_stage(name), params, log_params=run_params, root=root)
+    with stage_run if main else contextlib.nullcontext():
+        pending = []
+        for seed in params.seeds:
+            inputs = _seed_inputs(params, root, name, seed, accelerator)
+            if main:
+                tracking.log_metrics({f"pairs_seed_{seed}": len(inputs.features[1])})
+                tracking.set_tags({f"cafe.dataset.seed_{seed}": str(inputs.folder.relative_to(root))})
+            if (read_marker(paths.generator(name, seed), GENERATOR_MARKER) or {}).get("key") != inputs.key:
+                pending.append(seed)
+        if accelerator.num_processes > 1:  # the processes share each batch: one seed at a time
+            records = [_train_seed(params, root, name, seed, accelerator) for seed in params.seeds]
+        else:  # trained seeds are found, in this process; the others side by side
+            records = [_train_seed(params, root, name, seed) for seed in params.seeds if seed not in pending]
+            jobs = [(params, root, name, seed) for seed in pending]
+            records += side_by_side(_train_seed, jobs, processes=params.compute.seed_processes)
+    return {record["seed"]: record["final"] for record in sorted(records, key=lambda r: r["seed"])}
+
+
+@dataclass
+class _SeedInputs:
+    folder: Path  # the training dataset's folder
+    pairs: dict  # its rows (:func:`training_pairs`)
+    features: tuple  # (targets, c, d) of those rows, from the feature caches
+    key: str  # G's skip key for this seed
+    checkpoint: Path
+
+
+def _seed_inputs(params: Params, root: Path, name: str, seed: int, accelerator) -> _SeedInputs:
+    """Training seed ``seed``'s rows, their cached features (filled by the main process when
+    missing: the frozen encoders are loaded only then) and G's key."""
+    paths, spec, g = ProjectPaths(root), params.generators[name], params.generator
     model_root = paths.model_root(params.profile)
     clip_name, dino_name = params.profile.encoder(spec.clip), params.profile.encoder(spec.dino)
     device = accelerator.device  # the frozen encoders fill the caches where the training runs
-    clip = ClipEncoder.from_pretrained(clip_name, model_root=model_root, device=device)
-    dino = DinoEncoder.from_pretrained(dino_name, model_root=model_root, device=device)
+    clip = functools.cache(lambda: ClipEncoder.from_pretrained(clip_name, model_root=model_root, device=device))
+    dino = functools.cache(lambda: DinoEncoder.from_pretrained(dino_name, model_root=model_root, device=device))
+    vae = functools.cache(lambda: _base_vae(params.profile.text_to_image, model_root, device))
     clip_key, dino_key = encoder_key(params, paths, clip_name), encoder_key(params, paths, dino_name)
     t2i_key = encoder_key(params, paths, params.profile.text_to_image)
-    vae = functools.cache(lambda: _base_vae(params.profile.text_to_image, model_root, device))
 
     def encode_targets(images: np.ndarray) -> torch.Tensor:
-        """uint8 targets (b, H, W, 3) -> what G draws its training targets from (its VAE's or pixels);
-        the checkpoint is loaded only when a cache must be filled."""
+        """uint8 targets (b, H, W, 3) -> what G draws its training targets from (its VAE's or pixels)."""
         return target_parameters(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0, vae(), device=device)
 
-    code, done = generator_code(), {}
-    run_params = {"generator": g.training(), "spec": asdict(spec), "seeds": params.seeds}
-    stage_run = tracking.start_run(params.generator_stage(name), params, log_params=run_params, root=root)
-    with stage_run if accelerator.is_main_process else contextlib.nullcontext():
-        for seed in params.seeds:
-            folder = training_dataset(root, spec.data, seed)
-            pairs = training_pairs(folder)
-            caches = {  # name: (images, encoder, its identity)
-                "targets": (pairs["y"], encode_targets, t2i_key),
-                f"clip-{spec.clip}": (pairs["y"], clip.image_embeds, clip_key),
-                f"dino-{spec.dino}": (pairs["x"], dino.patch_tokens, dino_key),
-            }
-            with accelerator.main_process_first():  # the main process fills a missing cache, the others read it
-                targets, c, d = (
-                    cached_features(
-                        cache,
-                        images,
-                        encode,
-                        key_parts=(identity,),
-                        cache_dir=paths.features,
-                        dtype=params.features.torch_dtype,
-                    )
-                    for cache, (images, encode, identity) in caches.items()
-                )
-            if accelerator.is_main_process:
-                tracking.log_metrics({f"pairs_seed_{seed}": len(c)})
-                tracking.set_tags({f"cafe.dataset.seed_{seed}": str(folder.relative_to(root))})
-            features = params.features.dtype
-            start = _start_digest(paths, name, spec.init, seed)
-            rows = [pairs[k].digest() for k in ("x", "y")]  # the rows G reads, by content
-            key = config_hash(g.training(), seed, asdict(spec), start, clip_key, dino_key, features, rows, code)
-            ckpt = paths.checkpoints("generator") / f"{name}-seed-{seed}-{key}"
-            record = build_once(
-                paths.generator(name, seed),
-                key=key,
-                marker=GENERATOR_MARKER,
-                build=_builder(params, root, name, seed, pairs, (targets, c, d), ckpt, accelerator),
-                checkpoint=ckpt,
-                main_process=accelerator.is_main_process,
+    folder = training_dataset(root, spec.data, seed)
+    pairs = training_pairs(folder)
+    caches = {  # name: (images, encoder, its identity)
+        "targets": (pairs["y"], encode_targets, t2i_key),
+        f"clip-{spec.clip}": (pairs["y"], lambda images: clip().image_embeds(images), clip_key),
+        f"dino-{spec.dino}": (pairs["x"], lambda images: dino().patch_tokens(images), dino_key),
+    }
+    with accelerator.main_process_first():  # the main process fills a missing cache, the others read it
+        features = tuple(
+            cached_features(
+                cache,
+                images,
+                encode,
+                key_parts=(identity,),
+                cache_dir=paths.features,
+                dtype=params.features.torch_dtype,
             )
-            accelerator.wait_for_everyone()
-            done[seed] = record["final"]
-    return done
+            for cache, (images, encode, identity) in caches.items()
+        )
+    start = _start_digest(paths, name, spec.init, seed)
+    rows = [pairs[k].digest() for k in ("x", "y")]  # the rows G reads, by content
+    code = generator_code()
+    key = config_hash(g.training(), seed, asdict(spec), start, clip_key, dino_key, params.features.dtype, rows, code)
+    return _SeedInputs(folder, pairs, features, key, paths.checkpoints("generator") / f"{name}-seed-{seed}-{key}")
+
+
+def _train_seed(params: Params, root: Path, name: str, seed: int, accelerator=None) -> dict:
+    """Train (or find trained) training seed ``seed`` of G ``name``; its marker's record.
+
+    Picklable by name, so :func:`side_by_side` can run it in a process of its own."""
+    from accelerate import Accelerator
+
+    accelerator = accelerator or Accelerator()
+    inputs = _seed_inputs(params, root, name, seed, accelerator)
+    record = build_once(
+        ProjectPaths(root).generator(name, seed),
+        key=inputs.key,
+        marker=GENERATOR_MARKER,
+        build=_builder(params, root, name, seed, inputs.pairs, inputs.features, inputs.checkpoint, accelerator),
+        checkpoint=inputs.checkpoint,
+        main_process=accelerator.is_main_process,
+    )
+    accelerator.wait_for_everyone()
+    return record
 
 
 def generator_code() -> str:
