@@ -52,3 +52,20 @@ def random_photo(seed: int):
     import numpy as np
 
     return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+def spy_side_by_side(monkeypatch, module: str) -> list[list]:
+    """Record the training seeds that ``module``'s stage hands to ``side_by_side`` (each job's fourth
+    argument), which still runs them: proof that they ran in worker processes, not in turn."""
+    import importlib
+
+    from cafe_core.workbench.processes import side_by_side
+
+    calls: list[list] = []
+
+    def spy(task, jobs, **kwargs):
+        calls.append([job[3] for job in jobs])
+        return side_by_side(task, jobs, **kwargs)
+
+    monkeypatch.setattr(importlib.import_module(module), "side_by_side", spy)
+    return calls

@@ -14,6 +14,8 @@ from cafe_core.workbench.stages.ablation import ablation_table
 from cafe_core.workbench.stages.evaluate import evaluate_variant
 from cafe_core.workbench.stages.train_assistant import train_assistant_stage
 
+from helpers import spy_side_by_side
+
 pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes
 
 
@@ -112,3 +114,38 @@ def test_assistant_variants_quality_figures_and_table(assistant_project):
     runs = {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["cafe-mini"], output_format="list")}
     assert runs["evaluate@both"].data.params["assistant"] == "mse"
     assert "object/quality/cosine" in runs["evaluate@both"].data.metrics
+
+
+def test_seeds_of_a_one_lambda_grid_train_side_by_side(assistant_project, tmp_path, monkeypatch):
+    """A grid of one lambda leaves nothing for the first seed to choose, so with
+    ``compute.seed_processes: 2`` every seed trains at once, a process each: each seed is published,
+    its MLflow run nested in the stage's, which counts both; a rerun finds them trained."""
+    import dataclasses
+    import shutil
+
+    from mlflow import MlflowClient
+
+    params, root, _ = assistant_project
+    copy = tmp_path / "project"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("assistant", "*.db", "mlruns"))
+    side = dataclasses.replace(params, compute=dataclasses.replace(params.compute, seed_processes=2))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv(tracking.RUN_ENV, raising=False)
+    (lam,) = params.assistants["neg_cosine"].lambdas
+    handed = spy_side_by_side(monkeypatch, "cafe_core.workbench.stages.train_assistant")
+    selection = train_assistant_stage(side, copy, "neg_cosine")
+    assert handed == [params.seeds]
+    assert sorted(selection["seeds"]) == [str(s) for s in params.seeds]
+    assert {entry["chosen_lambda"] for entry in selection["seeds"].values()} == {lam}
+    for seed in params.seeds:
+        assert (ProjectPaths(copy).assistant("neg_cosine", seed) / "assistant.safetensors").is_file()
+    assert train_assistant_stage(side, copy, "neg_cosine")["seeds"] == selection["seeds"]  # found trained
+    assert handed == [params.seeds]  # nothing left for a worker
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(tracking.experiment_name(params)).experiment_id
+    stage = "tags.`cafe.stage` = 'train_assistant@neg_cosine' and tags.`cafe.role` = 'stage'"
+    first, again = client.search_runs([exp], stage, order_by=["start_time"])
+    assert (first.data.tags["cafe.built"], again.data.tags["cafe.reused"]) == ("2", "2")
+    members = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{first.info.run_id}'", order_by=["run_name"])
+    assert [r.info.run_name for r in members] == [f"seed-{s}/lambda-{lam:g}" for s in params.seeds]

@@ -23,6 +23,8 @@ from cafe_core.workbench.stages.train_assistant import train_assistant_stage
 from cafe_core.workbench.stages.train_generator import train_generator_stage
 from cafe_core.world import World, make_world
 
+from helpers import spy_side_by_side
+
 pytestmark = pytest.mark.slow  # end-to-end stages at tiny sizes
 
 
@@ -381,12 +383,15 @@ def test_training_seeds_train_side_by_side(trained, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv(tracking.RUN_ENV, raising=False)
+    handed = spy_side_by_side(monkeypatch, "cafe_core.workbench.stages.train_generator")
     assert sorted(train_generator_stage(side, tmp_path, "main")) == params.seeds
+    assert handed == [params.seeds]
     for seed in params.seeds:
         mine = read_marker(ProjectPaths(tmp_path).generator("main", seed), GENERATOR_MARKER)
         assert mine["key"] == read_marker(ProjectPaths(root).generator("main", seed), GENERATOR_MARKER)["key"]
         CafeGenerator.from_pretrained(ProjectPaths(tmp_path).generator("main", seed))
-    train_generator_stage(side, tmp_path, "main")  # the rerun: both found
+    train_generator_stage(side, tmp_path, "main")  # the rerun: both found, none handed to a worker
+    assert handed == [params.seeds, []]
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(tracking.experiment_name(params)).experiment_id
     first, again = client.search_runs(
@@ -395,3 +400,39 @@ def test_training_seeds_train_side_by_side(trained, tmp_path, monkeypatch):
     assert (first.data.tags["cafe.built"], again.data.tags["cafe.reused"]) == ("2", "2")
     seeds = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{first.info.run_id}'", order_by=["run_name"])
     assert [(r.info.run_name, r.info.status) for r in seeds] == [("seed-0", "FINISHED"), ("seed-1", "FINISHED")]
+
+
+def test_evaluation_scores_its_seeds_side_by_side_on_the_same_cases(trained, tmp_path, monkeypatch):
+    """With ``compute.seed_processes: 2`` an evaluation scores its training seeds at once, a process
+    each, and writes the rows scoring them in turn writes: the same cases, subjects and noise (the
+    scores up to float rounding, one thread against two), every seed counted on the stage's run."""
+    import dataclasses
+    import json
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from cafe_core.workbench import tracking
+
+    params, root, _, _ = trained
+    in_turn = evaluate_variant(params, root, "both")
+    copy = tmp_path / "project"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("evaluations", "variants", "*.db", "mlruns"))
+    side = dataclasses.replace(params, compute=dataclasses.replace(params.compute, seed_processes=2))
+    uri = f"sqlite:///{tmp_path / 'side-by-side.db'}"  # apart from the run in turn's store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv(tracking.RUN_ENV, raising=False)
+    handed = spy_side_by_side(monkeypatch, "cafe_core.workbench.stages.evaluate")
+    side_by_side = evaluate_variant(side, copy, "both")
+    assert handed == [params.seeds]
+    rows = [json.loads(ProjectPaths(p).variant_subjects("both").read_text()) for p in (root, copy)]
+    labels = [[(r["seed"], r["domain"], r["subject"]) for r in found] for found in rows]
+    assert labels[0] == labels[1] and {seed for seed, _, _ in labels[1]} == set(params.seeds)
+    for domain, scores in in_turn.items():
+        assert scores.keys() == side_by_side[domain].keys()
+        for metric, value in scores.items():
+            assert side_by_side[domain][metric] == pytest.approx(value, abs=1e-3), (domain, metric)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(tracking.experiment_name(params)).experiment_id
+    (stage,) = client.search_runs([exp], "tags.`cafe.stage` = 'evaluate@both' and tags.`cafe.role` = 'stage'")
+    assert stage.data.tags["cafe.built"] == str(len(params.seeds))

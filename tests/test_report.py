@@ -1,6 +1,7 @@
 """`results/report.md`: every table with its verdicts and a sample grid, the fidelity figures, stage times."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -106,6 +107,8 @@ def test_stage_times_count_the_runs_that_built_the_outputs(tmp_path, project_roo
     times = stage_times(params, tmp_path)
     assert times["train_generator@main"]["seconds"] == 840.0 and times["train_generator@main"]["runs"] == 2
     assert times["report"]["seconds"] == 3.0
+    assert times["report"]["machine"] == tracking.machine()  # the CPU: times from two CPUs differ 1.5 to 2x
+    assert f"{os.cpu_count()} CPUs" in tracking.machine()
 
 
 def test_report_says_which_table_is_missing(tmp_path):

@@ -37,6 +37,7 @@ from ..config import Params, VariantSpec, to_dict
 from ..evaluation_sources import evaluation_source
 from ..paths import ProjectPaths
 from ..plots import image_grid, save_figure
+from ..processes import side_by_side
 from .common import GT_EMBEDDING, REAL_IMAGES, TARGET_SEEDS
 from .drawing import PromptReferences, draw_from_prompts, reference_pipeline, sampling
 
@@ -57,7 +58,8 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict
     prompt (no assistant: G alone, eq. 4's x_ref), or E_c of the true target render
     (``gt_embedding``). ``real_images`` scores ground-truth renders: the ceiling. d is always E_d
     of the subject photo x. A finished seed is kept (``data/evaluations``), so a killed stage
-    resumes at the next one.
+    resumes at the next one; the seeds left are scored ``compute.seed_processes`` at a time, a
+    process each.
     """
     known = [*params.variants, GT_EMBEDDING, REAL_IMAGES]
     if variant not in known:
@@ -73,9 +75,10 @@ def evaluate_variant(params: Params, root: Path, variant: str) -> dict[str, dict
         if peer.exists():
             shutil.rmtree(peer)
         peer.mkdir(parents=True)  # stays empty for a row the data cannot give (real photos: no true images)
+        scored = scorer.score_side_by_side(variant, seeds)
         for seed in seeds:
             try:
-                seed_rows, seed_grids, quality = scorer.seed(variant, seed)
+                seed_rows, seed_grids, quality = scored[seed] if seed in scored else scorer.seed(variant, seed)
             except DataUnavailable as missing:
                 if variant not in (REAL_IMAGES, GT_EMBEDDING):
                     raise
@@ -175,6 +178,11 @@ class Judges:
         return scores, self.source.judge_fidelity(case, images) or []
 
 
+def _score_seed(params: Params, root: Path, variant: str, seed: int | None) -> tuple:
+    """:meth:`_Scorer.seed` in a process of its own (picklable by name)."""
+    return _Scorer(params, root, evaluation_source(params, root)).seed(variant, seed)
+
+
 class _Scorer:
     """Draws and scores every case of one training seed; keeps each finished seed in ``data/evaluations``."""
 
@@ -209,6 +217,26 @@ class _Scorer:
         atomic_write_json(cache, {"rows": rows, "quality": quality})
         tracking.record_work(built=True)
         return rows, grids, quality
+
+    def score_side_by_side(self, variant: str, seeds: list[int | None]) -> dict[int | None, tuple]:
+        """Score the seeds not scored before ``compute.seed_processes`` at a time, each in a process
+        of its own (:func:`~cafe_core.workbench.processes.side_by_side`). Returns each one's answer
+        of :meth:`seed`; empty where they are to be scored in turn (one process, or one seed left),
+        or where the data cannot give a seed (:meth:`seed` meets that again, in turn, and says so)."""
+        pending = [seed for seed in seeds if not self._cache(variant, seed).is_file()]
+        processes = self.params.compute.seed_processes
+        if processes <= 1 or len(pending) <= 1:
+            return {}
+        scored = {}
+        spec = self.params.variants.get(variant)
+        if spec is not None and spec.assistant is None:  # G alone: its first seed draws the references all reuse
+            scored[pending[0]] = self.seed(variant, pending.pop(0))
+        jobs = [(self.params, self.root, variant, seed) for seed in pending]
+        try:
+            scored.update(zip(pending, side_by_side(_score_seed, jobs, processes=processes), strict=True))
+        except DataUnavailable:
+            return {}
+        return scored
 
     def samples(self, variant: str, seed: int | None) -> Path:
         """The seed's images in DreamBench++'s layout, kept beside its scores (same key)."""

@@ -125,8 +125,9 @@ def pipeline_stages(root: Path) -> list[str]:
 
 
 def stage_times(params: Params, root: Path) -> dict[str, dict]:
-    """``dvc.yaml``'s stage -> ``{"seconds", "runs", "attempts", "commit"}``: the wall time of the
-    finished MLflow runs that built what the stage's outputs hold (:func:`tracking.work_runs`).
+    """``dvc.yaml``'s stage -> ``{"seconds", "runs", "attempts", "commit", "machine"}``: the wall time
+    of the finished MLflow runs that built what the stage's outputs hold (:func:`tracking.work_runs`),
+    and the CPUs they ran on (:func:`tracking.machine`; several when a stage was resumed elsewhere).
 
     ``seconds`` sums every attempt of those runs (a killed run resumed counts both); a run that
     found every model and score up to date is left out. A stage DVC restored from its cache, or
@@ -155,6 +156,7 @@ def stage_times(params: Params, root: Path) -> dict[str, dict]:
             "runs": len(chosen),
             "attempts": len(seconds),
             "commit": chosen[0].data.tags.get("mlflow.source.git.commit", "")[:7],
+            "machine": "; ".join(sorted({r.data.tags.get("cafe.machine", "") for r in chosen} - {""})),
         }
     return out
 
@@ -169,11 +171,12 @@ def _times_section(params: Params, root: Path) -> list[str]:
         "every attempt; a run that found its models and scores up to date is left out, so a preset resumed "
         "with more seeds counts both the run that trained the first seed and the one that trained the rest).",
         "",
-        "| stage | minutes | runs | attempts | newest commit |",
-        "| --- | --- | --- | --- | --- |",
+        "| stage | minutes | runs | attempts | newest commit | machine |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {s} | {t['seconds'] / 60:.1f} | {t['runs']} | {t['attempts']} | {t['commit']} |" for s, t in times.items()
+        f"| {s} | {t['seconds'] / 60:.1f} | {t['runs']} | {t['attempts']} | {t['commit']} | {t['machine']} |"
+        for s, t in times.items()
     ]
-    lines.append(f"| total | {sum(t['seconds'] for t in times.values()) / 60:.1f} | | | |")
+    lines.append(f"| total | {sum(t['seconds'] for t in times.values()) / 60:.1f} | | | | |")
     return lines

@@ -20,11 +20,12 @@ from ...pipeline import CafePipeline
 from ...utils.digest import config_hash, photo_digest
 from ...utils.files import atomic_write_json
 from .. import tracking
-from ..artifacts import build_once
+from ..artifacts import build_once, read_marker
 from ..code_deps import code_digest
 from ..config import Params, to_dict
 from ..paths import ProjectPaths
 from ..plots import image_grid
+from ..processes import side_by_side
 from ..sources import training_source
 from ..training import AssistantTraining, train_assistant
 from .common import encoder_key, generator_digest
@@ -42,11 +43,12 @@ def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=
 
     The first seed trains the whole lambda grid, validates each member and publishes the best;
     later seeds train the lambda it chose (validation cannot tell the grid's members apart in
-    mini, and a seed's lambda is not what the interval is about). Seed s is validated with G's
-    seed s, so (G_s, M_s) is one trained system. Fit and validation dialogues come from disjoint
-    training-split subjects (held-out subjects are kept for the tables). The score that picks
-    lambda is end to end and the same for both distances: evaluation-CLIP similarity between
-    G(c_hat, d) and the true target y.
+    mini, and a seed's lambda is not what the interval is about). The seeds that train one lambda
+    (every seed, for a grid of one) train ``compute.seed_processes`` at a time, a process each.
+    Seed s is validated with G's seed s, so (G_s, M_s) is one trained system. Fit and validation
+    dialogues come from disjoint training-split subjects (held-out subjects are kept for the
+    tables). The score that picks lambda is end to end and the same for both distances:
+    evaluation-CLIP similarity between G(c_hat, d) and the true target y.
     """
     from accelerate import Accelerator
 
@@ -62,9 +64,21 @@ def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=
     stage_run = tracking.start_run(f"train_assistant@{name}", params, log_params={"assistant": to_dict(a)}, root=root)
     seeds = {}
     with stage_run if main_process else contextlib.nullcontext():
-        for seed in params.seeds:
-            lambdas = spec.lambdas if not seeds else [seeds[params.seeds[0]]["chosen_lambda"]]
-            seeds[seed] = trainer.train_seed(seed, lambdas)
+        first, rest = params.seeds[0], params.seeds[1:]
+        if len(spec.lambdas) > 1:  # the first seed searches the grid; the others train its choice
+            seeds[first] = trainer.train_seed(first, spec.lambdas)
+        else:  # a grid of one: every seed trains it, side by side
+            rest = params.seeds
+        lambdas = [seeds[first]["chosen_lambda"]] if seeds else spec.lambdas
+        processes = params.compute.seed_processes if accelerator.num_processes == 1 else 1
+        pending = [seed for seed in rest if not trainer.is_trained(seed, lambdas[0])] if processes > 1 else []
+        for seed in rest:
+            if seed not in pending:  # found trained, or trained in turn
+                seeds[seed] = trainer.train_seed(seed, lambdas)
+        if pending:
+            jobs = [(params, root, name, seed, lambdas) for seed in pending]
+            seeds.update(zip(pending, side_by_side(_train_seed, jobs, processes=processes), strict=True))
+        seeds = {seed: seeds[seed] for seed in params.seeds}
         if main_process:
             first = seeds[params.seeds[0]]
             tracking.log_metrics({"chosen_lambda": first["chosen_lambda"]})
@@ -80,6 +94,14 @@ def train_assistant_stage(params: Params, root: Path, name: str, *, accelerator=
     }
     atomic_write_json(paths.assistant_selection(name), selection)
     return selection
+
+
+def _train_seed(params: Params, root: Path, name: str, seed: int, lambdas: list[float]) -> dict:
+    """:meth:`_Trainer.train_seed` in a process of its own (picklable by name): the stage's process
+    filled the feature caches, so this one reads them."""
+    from accelerate import Accelerator
+
+    return _Trainer(params, root, name, Accelerator()).train_seed(seed, lambdas)
 
 
 class _Trainer:
@@ -123,29 +145,39 @@ class _Trainer:
         self.lm_key, self.code = encoder_key(params, paths, params.profile.lm), code_digest(__name__)
         digests = [_dialogue_digest(d) for d in (self.train_set, self.val_set)]
         self.data_key = config_hash(*digests, params.features.dtype)  # what M reads: the data, as stored
+        self._generator_keys: dict[int, str] = {}
+
+    def key(self, seed: int, lam: float) -> str:
+        """The skip key of training seed ``seed`` at ``lam``: settings, data, encoders, G's weights, code."""
+        if seed not in self._generator_keys:  # its G's weights, read once (GBs at sd2's size)
+            self._generator_keys[seed] = generator_digest(self.paths.generator(self.spec.generator, seed))
+        return config_hash(
+            to_dict(self.params.assistant),
+            asdict(self.sampling),
+            seed,
+            self.spec.distance,
+            lam,
+            self.clip_key,
+            self.lm_key,
+            self._generator_keys[seed],
+            self.data_key,
+            self.code,
+        )
+
+    def is_trained(self, seed: int, lam: float) -> bool:
+        """Whether seed ``seed`` at ``lam`` is trained with this key and published."""
+        member = read_marker(self.paths.assistant(self.name, seed) / "grid" / f"lambda-{lam:g}", ASSISTANT_MARKER)
+        published = (self.paths.assistant(self.name, seed) / "selection.json").is_file()
+        return published and (member or {}).get("key") == self.key(seed, lam)
 
     def train_seed(self, seed: int, lambdas: list[float]) -> dict:
         """Train, validate and publish training seed ``seed`` of the assistant over ``lambdas``."""
-        paths, spec, a = self.paths, self.spec, self.params.assistant
+        paths, spec = self.paths, self.spec
         main_process = self.accelerator.is_main_process
-        generator_dir = paths.generator(spec.generator, seed)
-        generator = CafeGenerator.from_pretrained(generator_dir, device=self.accelerator.device)
-        generator_key = generator_digest(generator_dir)  # its weights: a G retrained to the same ones retrains nothing
+        generator = CafeGenerator.from_pretrained(paths.generator(spec.generator, seed), device=self.accelerator.device)
         out, grid = paths.assistant(self.name, seed), []
         for lam in lambdas:
-            sampling = asdict(self.sampling)
-            key = config_hash(
-                to_dict(a),
-                sampling,
-                seed,
-                spec.distance,
-                lam,
-                self.clip_key,
-                self.lm_key,
-                generator_key,
-                self.data_key,
-                self.code,
-            )
+            key = self.key(seed, lam)
             ckpt = paths.checkpoints("assistant") / f"{self.name}-seed-{seed}-lambda-{lam:g}-{key}"
             member = out / "grid" / f"lambda-{lam:g}"
             build = self._builder(seed, lam, ckpt, generator)
