@@ -9,7 +9,7 @@ import pytest
 
 from cafe_core.benchmarks.metrics import CONTEXT, fidelity_figures
 from cafe_core.workbench.paths import ProjectPaths
-from cafe_core.workbench.stages.fidelity import fidelity_report
+from cafe_core.workbench.stages.fidelity_report import fidelity_report
 from cafe_core.world import World, WorldConfig
 from cafe_core.world.datasets import render_set
 from cafe_core.world.fidelity import (

@@ -61,7 +61,7 @@ def _fidelity_probe(params, root, name):
 
 
 def _fidelity(params, root, name):
-    from .fidelity import fidelity_report
+    from .fidelity_report import fidelity_report
 
     return fidelity_report(params, root)
 
