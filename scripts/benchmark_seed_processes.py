@@ -9,9 +9,9 @@ size and batch (only ``generator.steps`` shortened), start-up, feature caches, M
 grid included. Its world is the real configuration pretrained for two steps per model (what G draws
 does not change how long a step takes), and its teacher data a few thousand rows kept unfiltered.
 
-Each repeat trains the stage from nothing once with ``seed_processes: 1`` and once with ``2``, back
-to back (the feature caches are filled before the first timing); it prints each pair's seconds and
-their ratio, then the median ratio, with the machine.
+Each repeat trains the stage from nothing once with ``seed_processes: 1`` and once with
+``--processes`` (2), back to back (the feature caches are filled before the first timing); it
+prints each pair's seconds and their ratio, then the median ratio, with the machine.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="G's training steps per seed")
     parser.add_argument("--repeats", type=int, default=2, help="pairs of stage runs (in turn, side by side)")
     parser.add_argument("--scratch", type=Path, help="scratch project (default: a new temporary folder)")
+    parser.add_argument("--processes", type=int, default=2, help="compute.seed_processes of the side-by-side runs")
+    parser.add_argument(
+        "--no-warmup", action="store_true", help="skip the untimed first run (a --scratch whose caches are filled)"
+    )
     args = parser.parse_args()
 
     from cafe_core.workbench.stages.pretrain_world import pretrain_models
@@ -89,13 +93,17 @@ def main() -> None:
         train_generator_stage(run, root, "main")
         return time.perf_counter() - started
 
-    stage(1)  # fills the feature caches and warms the imports: untimed
+    if not args.no_warmup:
+        stage(1)  # fills the feature caches and warms the imports: untimed
     ratios = []
     for repeat in range(args.repeats):
         in_turn = stage(1)
-        side = stage(2)
+        side = stage(args.processes)
         ratios.append(in_turn / side)
-        print(f"repeat {repeat + 1}: in turn {in_turn:.1f} s, side by side {side:.1f} s, ratio {ratios[-1]:.2f}x")
+        print(
+            f"repeat {repeat + 1}: in turn {in_turn:.1f} s, {args.processes} side by side {side:.1f} s, "
+            f"ratio {ratios[-1]:.2f}x"
+        )
     print(f"median ratio (in turn / side by side): {statistics.median(ratios):.2f}x over {args.repeats} pairs")
 
 

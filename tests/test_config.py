@@ -87,8 +87,8 @@ def test_shipped_sd2_settings_train_g_with_the_papers_optimiser(project_root):
 
 
 def test_seeds_run_side_by_side_on_cpus_and_in_turn_on_one_gpu(project_root, raw):
-    """mini (two CPU cores) trains two seeds at once; sd2 (one GPU) gives each seed the whole device."""
-    assert load_params(project_root / "params.yaml").compute.seed_processes == 2
+    """mini (CPU cores) trains its three seeds at once; sd2 (one GPU) gives each seed the whole device."""
+    assert load_params(project_root / "params.yaml").compute.seed_processes == 3
     assert load_params(project_root / "params.yaml", profile="sd2").compute.seed_processes == 1
     raw["compute"]["seed_processes"] = 0
     with pytest.raises(ParamsError, match="compute.seed_processes must be >= 1, got 0"):

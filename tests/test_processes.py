@@ -54,7 +54,7 @@ def _log_a_seed(root: str, seed: int) -> int:
 def test_groups_split_the_threads_and_run_the_rest_on_all_of_them():
     assert groups(3, 2, 2) == [([0, 1], 1), ([2], 2)]  # three seeds on two cores
     assert groups(4, 2, 2) == [([0, 1], 1), ([2, 3], 1)]
-    assert groups(3, 8, 2) == [([0, 1], 1), ([2], 2)]  # never more processes than threads
+    assert groups(3, 3, 2) == [([0, 1, 2], 1)]  # more processes than threads: one thread each
     assert groups(2, 2, 16) == [([0, 1], 8)]
     assert groups(0, 2, 2) == []
     with pytest.raises(ValueError, match="processes >= 1"):

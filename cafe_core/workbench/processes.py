@@ -37,16 +37,16 @@ def groups(jobs: int, processes: int, threads: int) -> list[tuple[list[int], int
     """How ``jobs`` jobs share ``threads`` threads at most ``processes`` at a time.
 
     Returns ``[(job indices, threads per job), ...]`` in order: full groups of ``processes``
-    jobs, each job on ``threads // processes`` threads, then the jobs left over on the threads
-    split among them (three seeds on two cores: two side by side on one thread each, then the
-    third on both). No more processes than threads run at once.
+    jobs, each job on ``threads // processes`` threads (at least one), then the jobs left over on
+    the threads split among them (three seeds on two cores, two at a time: two side by side on one
+    thread each, then the third on both; three at a time: all three on one thread each).
     """
     if jobs < 0 or processes < 1 or threads < 1:
         raise ValueError(f"need jobs >= 0, processes >= 1 and threads >= 1, got {jobs}, {processes}, {threads}")
-    width = min(processes, threads)
+    starts = range(0, jobs, processes)
     return [
-        (list(range(start, min(start + width, jobs))), threads // len(range(start, min(start + width, jobs))))
-        for start in range(0, jobs, width)
+        (members, max(1, threads // len(members)))
+        for members in (list(range(start, min(start + processes, jobs))) for start in starts)
     ]
 
 
