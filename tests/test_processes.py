@@ -99,7 +99,11 @@ def test_workers_stop_with_the_process_that_started_them(tmp_path, how):
         from test_processes import _wait_for_a_signal
         side_by_side(_wait_for_a_signal, [({files[0]!r},), ({files[1]!r},)], processes=2, threads=2)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    parent = subprocess.Popen(  # Ctrl-C raises KeyboardInterrupt there, even where this process ignores SIGINT
+        [sys.executable, "-c", script],
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
     deadline = time.monotonic() + 120
     while not all(Path(f + ".pid").is_file() for f in files):
         assert time.monotonic() < deadline and parent.poll() is None, "the workers did not start"

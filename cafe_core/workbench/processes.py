@@ -146,6 +146,7 @@ def _stop(workers) -> None:
 
 def _worker(send, task, job: tuple, threads: int, parent_run: str | None, parent_pid: int, level: int) -> None:
     """One job in a spawned process: ``threads`` torch threads, runs nested in ``parent_run``."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # how it is stopped, even if its parent ignores SIGINT
     _die_with_parent(parent_pid)
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s [worker] %(message)s")
     import torch
