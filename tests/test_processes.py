@@ -61,6 +61,7 @@ def test_groups_split_the_threads_and_run_the_rest_on_all_of_them():
         groups(2, 0, 2)
 
 
+@pytest.mark.slow  # spawns processes: seconds each
 def test_jobs_run_in_processes_of_their_own_on_their_share_of_the_threads():
     import torch
 
@@ -75,6 +76,7 @@ def test_jobs_run_in_processes_of_their_own_on_their_share_of_the_threads():
     assert {pid for _, pid, _ in in_turn} == {os.getpid()}
 
 
+@pytest.mark.slow  # spawns processes: seconds each
 def test_a_failing_job_is_raised_here_after_the_job_beside_it_finishes(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     with pytest.raises(ValueError, match="seed 1 diverged") as raised:
@@ -85,6 +87,7 @@ def test_a_failing_job_is_raised_here_after_the_job_beside_it_finishes(tmp_path)
         side_by_side(_exit_at_once, [(), ()], processes=2, threads=2)
 
 
+@pytest.mark.slow  # spawns processes: seconds each
 @pytest.mark.parametrize("how", ["Ctrl-C", "killed"])
 def test_workers_stop_with_the_process_that_started_them(tmp_path, how):
     """Ctrl-C (or the runner's SIGTERM, which it turns into Ctrl-C) stops each worker with SIGINT;
@@ -118,6 +121,7 @@ def test_workers_stop_with_the_process_that_started_them(tmp_path, how):
     assert [Path(f).read_text() for f in files] == ["interrupted", "interrupted"]
 
 
+@pytest.mark.slow  # spawns processes: seconds each
 def test_workers_runs_nest_in_the_stage_run_which_counts_their_work(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
