@@ -60,18 +60,22 @@ def train_generator_stage(params: Params, root: Path, name: str, *, accelerator=
     run_params = {"generator": g.training(), "spec": asdict(spec), "seeds": params.seeds}
     stage_run = tracking.start_run(params.generator_stage(name), params, log_params=run_params, root=root)
     with stage_run if main else contextlib.nullcontext():
-        pending = []
+        pending, prepared = [], {}
         for seed in params.seeds:
-            inputs = _seed_inputs(params, root, name, seed, accelerator)
+            prepared[seed] = inputs = _seed_inputs(params, root, name, seed, accelerator)
             if main:
                 tracking.log_metrics({f"pairs_seed_{seed}": len(inputs.features[1])})
                 tracking.set_tags({f"cafe.dataset.seed_{seed}": str(inputs.folder.relative_to(root))})
             if (read_marker(paths.generator(name, seed), GENERATOR_MARKER) or {}).get("key") != inputs.key:
                 pending.append(seed)
         if accelerator.num_processes > 1:  # the processes share each batch: one seed at a time
-            records = [_train_seed(params, root, name, seed, accelerator) for seed in params.seeds]
+            records = [_train_seed(params, root, name, seed, accelerator, prepared[seed]) for seed in params.seeds]
         else:  # trained seeds are found, in this process; the others side by side
-            records = [_train_seed(params, root, name, seed) for seed in params.seeds if seed not in pending]
+            records = [
+                _train_seed(params, root, name, seed, inputs=prepared[seed])
+                for seed in params.seeds
+                if seed not in pending
+            ]
             jobs = [(params, root, name, seed) for seed in pending]
             records += side_by_side(_train_seed, jobs, processes=params.compute.seed_processes)
     return {record["seed"]: record["final"] for record in sorted(records, key=lambda r: r["seed"])}
@@ -129,14 +133,16 @@ def _seed_inputs(params: Params, root: Path, name: str, seed: int, accelerator) 
     return _SeedInputs(folder, pairs, features, key, paths.checkpoints("generator") / f"{name}-seed-{seed}-{key}")
 
 
-def _train_seed(params: Params, root: Path, name: str, seed: int, accelerator=None) -> dict:
+def _train_seed(
+    params: Params, root: Path, name: str, seed: int, accelerator=None, inputs: _SeedInputs | None = None
+) -> dict:
     """Train (or find trained) training seed ``seed`` of G ``name``; its marker's record.
 
     Picklable by name, so :func:`side_by_side` can run it in a process of its own."""
     from accelerate import Accelerator
 
     accelerator = accelerator or Accelerator()
-    inputs = _seed_inputs(params, root, name, seed, accelerator)
+    inputs = inputs or _seed_inputs(params, root, name, seed, accelerator)  # a worker reads them again
     record = build_once(
         ProjectPaths(root).generator(name, seed),
         key=inputs.key,
