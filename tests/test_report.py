@@ -116,3 +116,38 @@ def test_report_says_which_table_is_missing(tmp_path):
     (ProjectPaths(tmp_path).ablation("ablation_loss") / "table.md").unlink()
     with pytest.raises(FileNotFoundError, match="dvc repro ablation_loss"):
         write_report(params, tmp_path)
+
+
+def _stopped_run(params, root, stage, seconds):
+    """A stage run stopped after ``seconds``, on code state that a later commit replaced (so the
+    next run of the stage is a run of its own, not this one continued)."""
+    import time
+
+    from mlflow import MlflowClient
+
+    time.sleep(0.01)
+    run = tracking.open_stage_run(stage, params, root)
+    tracking.close_stage_run(run, "KILLED", root, seconds=seconds)
+    MlflowClient(tracking.tracking_uri(root)).set_tag(run, "cafe.pipeline", "an earlier commit's")
+
+
+def test_stage_times_count_a_stopped_attempt_that_the_finished_run_resumed(tmp_path, project_root):
+    """A stage stopped before a commit and resumed after it took both runs; one stopped before the
+    stage last finished, or whose work the finished run rebuilt from scratch, took nothing of it."""
+    from cafe_core.workbench.stages.report import stage_times
+
+    _dvc_project(tmp_path, project_root)
+    params = params_from_dict(tiny_raw())
+    _stopped_run(params, tmp_path, "self_distill", 100.0)  # before the stage last finished: superseded
+    _stage_run(params, tmp_path, "self_distill", 50.0)
+    _stopped_run(params, tmp_path, "self_distill", 1400.0)  # its shards are resumed by the next run
+    _stage_run(params, tmp_path, "self_distill", 560.0)  # counts no work: its newest run
+    _stopped_run(params, tmp_path, "train_generator@main", 200.0)  # the seed it finished is reused
+    _stage_run(params, tmp_path, "train_generator@main", 400.0, built=2, reused=1)
+    _stopped_run(params, tmp_path, "train_generator@human", 200.0)  # nothing of it was reused
+    _stage_run(params, tmp_path, "train_generator@human", 900.0, built=3)
+    _stopped_run(params, tmp_path, "train_generator@human", 70.0)  # after the outputs were built
+    times = stage_times(params, tmp_path)
+    assert times["self_distill"]["seconds"] == 1960.0 and times["self_distill"]["runs"] == 2
+    assert times["train_generator@main"]["seconds"] == 600.0 and times["train_generator@main"]["attempts"] == 2
+    assert times["train_generator@human"]["seconds"] == 900.0 and times["train_generator@human"]["runs"] == 1

@@ -19,7 +19,7 @@ from ..config import Params
 from ..paths import ProjectPaths
 from .common import REAL_IMAGES
 
-__all__ = ["pipeline_stages", "stage_times", "write_report"]
+__all__ = ["pipeline_stages", "stage_times", "stopped_attempts", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +126,14 @@ def pipeline_stages(root: Path) -> list[str]:
 
 def stage_times(params: Params, root: Path) -> dict[str, dict]:
     """``dvc.yaml``'s stage -> ``{"seconds", "runs", "attempts", "commit", "machine"}``: the wall time
-    of the finished MLflow runs that built what the stage's outputs hold (:func:`tracking.work_runs`),
-    and the CPUs they ran on (:func:`tracking.machine`; several when a stage was resumed elsewhere).
+    of the finished MLflow runs that built what the stage's outputs hold (:func:`tracking.work_runs`)
+    and of the stopped runs whose work they resumed (:func:`stopped_attempts`), and the
+    CPUs they ran on (:func:`tracking.machine`; several when a stage was resumed elsewhere).
 
-    ``seconds`` sums every attempt of those runs (a killed run resumed counts both); a run that
-    found every model and score up to date is left out. A stage DVC restored from its cache, or
-    run before this store existed, has no entry.
+    ``seconds`` sums every attempt of those runs (a killed run resumed counts both, also when
+    the resumed one ran on later code); a run that found every model and score up to date is
+    left out. A stage DVC restored from its cache, or run before this store existed, has no entry.
+    ``commit`` is the newest finished run's.
     """
     from mlflow import MlflowClient
 
@@ -139,26 +141,52 @@ def stage_times(params: Params, root: Path) -> dict[str, dict]:
     exp = client.get_experiment_by_name(tracking.experiment_name(params))
     if exp is None:
         return {}
-    query = "tags.`cafe.role` = 'stage' and attributes.status = 'FINISHED'"
-    runs: dict[str, list] = {}
+    query = "tags.`cafe.role` = 'stage' and attributes.status != 'RUNNING'"
+    finished: dict[str, list] = {}
+    stopped: dict[str, list] = {}
     newest_first = ["attributes.start_time DESC"]
     for run in client.search_runs([exp.experiment_id], query, order_by=newest_first, max_results=5000):
         if "stage_seconds" in run.data.metrics:
-            runs.setdefault(run.data.tags.get("cafe.stage") or run.info.run_name, []).append(run)
+            by_status = finished if run.info.status == "FINISHED" else stopped
+            by_status.setdefault(run.data.tags.get("cafe.stage") or run.info.run_name, []).append(run)
     out: dict[str, dict] = {}
     for stage in pipeline_stages(root):
-        chosen = tracking.work_runs(runs.get(stage, []))
+        done = finished.get(stage, [])
+        chosen = tracking.work_runs(done)
         if not chosen:
             continue
-        seconds = [m.value for r in chosen for m in client.get_metric_history(r.info.run_id, "stage_seconds")]
+        counted = chosen + stopped_attempts(done, stopped.get(stage, []), chosen)
+        seconds = [m.value for r in counted for m in client.get_metric_history(r.info.run_id, "stage_seconds")]
         out[stage] = {
             "seconds": float(sum(seconds)),
-            "runs": len(chosen),
+            "runs": len(counted),
             "attempts": len(seconds),
             "commit": chosen[0].data.tags.get("mlflow.source.git.commit", "")[:7],
-            "machine": "; ".join(sorted({r.data.tags.get("cafe.machine", "") for r in chosen} - {""})),
+            "machine": "; ".join(sorted({r.data.tags.get("cafe.machine", "") for r in counted} - {""})),
         }
     return out
+
+
+def stopped_attempts(finished: list, stopped: list, chosen: list) -> list:
+    """Of one stage's stopped runs (KILLED or FAILED, newest first), those whose work the
+    ``chosen`` runs (:func:`tracking.work_runs` of the ``finished`` ones, newest first) resumed.
+
+    A stopped attempt on the same code state is continued in its own run (its attempts count
+    there); one stopped before a code change leaves a run of its own, whose checkpoints, shards and
+    finished seeds the next run resumes when they are still valid (they are keyed by content).
+    Counted: the stopped runs that started after the stage's previous finished run and before
+    the oldest chosen one, unless that one counted its work and reused none of it (it rebuilt
+    everything they made). A stopped run after the newest chosen one built nothing the outputs hold.
+    """
+    if not chosen:
+        return []
+    oldest = chosen[-1]
+    if "cafe.built" in oldest.data.tags and int(oldest.data.tags.get("cafe.reused", "0")) == 0:
+        return []
+    start = oldest.info.start_time
+    before = [r.info.start_time for r in finished if r.info.start_time < start]
+    after = max(before, default=-1)
+    return [r for r in stopped if after < r.info.start_time < start]
 
 
 def _times_section(params: Params, root: Path) -> list[str]:
@@ -168,8 +196,9 @@ def _times_section(params: Params, root: Path) -> list[str]:
         return lines + ["No stage run with a recorded time in this project's MLflow store."]
     lines += [
         "Wall time of each `dvc.yaml` stage: the MLflow runs that built what its outputs hold (`stage_seconds`, "
-        "every attempt; a run that found its models and scores up to date is left out, so a preset resumed "
-        "with more seeds counts both the run that trained the first seed and the one that trained the rest).",
+        "every attempt, with a stopped run whose work a later one resumed; a run that found its models and "
+        "scores up to date is left out, so a preset resumed with more seeds counts both the run that trained "
+        "the first seed and the one that trained the rest).",
         "",
         "| stage | minutes | runs | attempts | newest commit | machine |",
         "| --- | --- | --- | --- | --- | --- |",
