@@ -1,7 +1,7 @@
 """Trial of G's training settings outside DVC: retrain G on one seed with overrides, score it on validation.
 
     bin/with-env python scripts/trial_generator.py '{"steps": 3000}' [--name main] [--seed 0] [--scratch DIR]
-        [--scales 5,5 3,3]
+        [--scales 5,5 3,3] [--t2i FOLDER]
 
 Needs a project that has run `dvc repro teacher_data` (world models, filtered teacher data) and,
 unless ``--scales`` names the pairs to draw at, `dvc repro guidance` (the chosen pair). The trial
@@ -14,6 +14,11 @@ scales the probe's attribute and context accuracy, CLIP-T and identity per domai
 score. Compare with the same pairs in ``results/guidance/grid.json`` (the stage's G, same cases
 and noise). A second trial in the same ``--scratch`` with the same training settings reuses its
 G (a sampling override such as ``{"scheduler": "ddim"}`` retrains nothing).
+
+``--t2i FOLDER`` starts G from another base model than the project's: a world t2i that
+``scripts/trial_world_t2i.py`` pretrained in its scratch root (``<scratch>/models/world/t2i``). The
+trial's root then links the project's other world models one by one, and draws its own
+references (the base model's images of the prompts, from that t2i).
 """
 
 from __future__ import annotations
@@ -38,10 +43,18 @@ ROOT = Path(__file__).resolve().parents[1]
 LINKED = ("models/world", "data/world", "data/teacher", "data/datasets", "data/features", "data/references")
 
 
-def scratch_root(project: Path, folder: Path | None) -> Path:
-    """A root whose world models and data are the project's (linked) and whose G and results are its own."""
+def scratch_root(project: Path, folder: Path | None, t2i: Path | None = None) -> Path:
+    """A root whose world models and data are the project's (linked) and whose G and results are its
+    own; with ``t2i``, its world t2i is that folder and its references are its own."""
     root = Path(folder or tempfile.mkdtemp(prefix="cafe-trial-"))
-    link_into(root, project, LINKED)
+    if t2i is None:
+        link_into(root, project, LINKED)
+    else:
+        world = Path("models/world")
+        others = [world / p.name for p in (project / world).iterdir() if p.name != "t2i"]
+        link_into(root, project, [*others, *(p for p in LINKED if p not in ("models/world", "data/references"))])
+        if not (root / world / "t2i").is_symlink():
+            (root / world / "t2i").symlink_to(t2i.resolve())
     shutil.copy(project / "params.yaml", root / "params.yaml")
     grid = ProjectPaths(root).guidance_grid
     if ProjectPaths(project).guidance_grid.is_file():
@@ -70,6 +83,7 @@ def main() -> None:
     parser.add_argument(
         "--scales", type=scale_pair, nargs="+", help="pairs 's_c,s_d' to draw at (default: the chosen pair and 3,3)"
     )
+    parser.add_argument("--t2i", type=Path, help="a world t2i folder to start G from (default: the project's)")
     args = parser.parse_args()
     if args.scales is None and not ProjectPaths(ROOT).guidance_grid.is_file():
         parser.error("no guidance grid in this project yet: run `dvc repro guidance` or pass --scales")
@@ -79,7 +93,9 @@ def main() -> None:
         generator = with_overrides(params.generator, args.overrides, "generator")
     except ValueError as e:
         parser.error(str(e))
-    root = scratch_root(ROOT, args.scratch)
+    if args.t2i is not None and not (args.t2i / "unet").is_dir():
+        parser.error(f"{args.t2i} is not a world t2i folder (no unet/)")
+    root = scratch_root(ROOT, args.scratch, args.t2i)
     params = dataclasses.replace(
         params,
         seeds=[args.seed],
