@@ -1,9 +1,11 @@
 """What limits G in CAFE-mini: do its conditions carry the subject, can its base model draw it? (prints figures)
 
-    bin/with-env python scripts/diagnose_generator.py [--rows 8000] [--subjects 24] [--t2i t2i] [--only base]
+    bin/with-env python scripts/diagnose_generator.py [--rows 8000] [--subjects 24] [--t2i t2i]
+        [--only probes|base|seen]
 
 Needs the world models, the fidelity probe and the filtered teacher data (`dvc repro teacher_data
-fidelity_probe`). Two measurements, both on subjects G never trained on:
+fidelity_probe`); the third measurement also needs the `guidance` stage's G and chosen scales. The
+first two measurements are on subjects G never trained on:
 
 1. What the conditions carry. Linear probes (logistic regression) trained on the features of
    filtered teacher quadruplets of 80% of the training subjects and scored on the other 20%: each
@@ -16,6 +18,10 @@ fidelity_probe`). Two measurements, both on subjects G never trained on:
    shows ("a purple ring with black dots on the beach") and the plain prompt ("a ring on the
    beach"); the fidelity probe judges its drawings beside true renders of the same subjects and
    contexts. G starts from this UNet: what it cannot draw from words, G must learn to draw.
+3. Whether G learned its training subjects better than it copies new ones. The `guidance`
+   stage's G and scorer (G alone, at the chosen scales) draw training subjects, whose rows G
+   trained on, beside the stage's validation subjects: a G that draws the subjects it has seen
+   far better is memorising them; one that draws both alike has not learned to draw them at all.
 """
 
 from __future__ import annotations
@@ -125,19 +131,57 @@ def base_model(params, model_root: Path, t2i_name: str, n_subjects: int) -> dict
     return figures
 
 
+def seen_subjects(params, n_subjects: int) -> dict[str, dict]:
+    """Print and return ``{"training subjects": row, "validation subjects": row}``: the guidance
+    stage's scorer (:class:`GridScorer`) on ``n_subjects`` of each per domain, at its chosen scales."""
+    import json
+
+    from cafe_core.workbench.evaluation_sources import evaluation_source
+    from cafe_core.workbench.stages.guidance import GridScorer
+    from cafe_core.world.cases import _mini_case
+
+    paths, p = ProjectPaths(ROOT), params.guidance
+    chosen = json.loads(paths.guidance_grid.read_text())["chosen"]
+    source = evaluation_source(params, ROOT)
+    world, refs, rng = source.world, params.evaluation.references, np.random.default_rng(0)
+    seen = {}
+    for domain in source.domains:
+        subjects, contexts = world.subjects(domain, "train"), world.contexts(domain)
+        subjects = [subjects[i] for i in np.sort(rng.choice(len(subjects), n_subjects, replace=False))]
+        shown = [contexts[i] for i in np.sort(rng.choice(len(contexts), p.prompts, replace=False))]
+        seen[domain] = [_mini_case(world, s, shown, refs, rng) for s in subjects]
+    unseen = {d: source.validation_cases(d, n_subjects, p.prompts, params.seed, refs) for d in source.domains}
+    scales = chosen["clip_scale"], chosen["dino_scale"]
+    print(f"G {p.generator!r} (training seed {p.seed}) at (s_c, s_d) = {scales}, {p.prompts} prompts per subject")
+    rows = {}
+    for name, cases in (("training subjects", seen), ("validation subjects", unseen)):
+        rows[name] = row = GridScorer(params, ROOT, source, cases, p.seed)(*scales)
+        cells = "  ".join(
+            f"{d}: attributes {row[d]['attributes']:.3f} context {row[d]['context']:.3f} "
+            f"CLIP-T {row[d]['CLIP-T']:.3f} identity {row[d]['identity']:.3f}"
+            for d in source.domains
+        )
+        print(f"  {name:19s} {cells}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=8000, help="filtered quadruplets the linear probes use")
-    parser.add_argument("--subjects", type=int, default=24, help="held-out subjects per domain for the base model")
+    parser.add_argument(
+        "--subjects", type=int, default=None, help="subjects per domain (default: 24 for the base model, 12 for seen)"
+    )
     parser.add_argument("--t2i", default=None, help="the base model: a name or a folder (default: the profile's)")
-    parser.add_argument("--only", choices=("probes", "base"), help="run one of the two measurements")
+    parser.add_argument("--only", choices=("probes", "base", "seen"), help="run one of the three measurements")
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
     model_root = ProjectPaths(ROOT).model_root(params.profile)
-    if args.only != "base":
+    if args.only in (None, "probes"):
         linear_probes(params, model_root, args.rows)
-    if args.only != "probes":
-        base_model(params, model_root, args.t2i or params.profile.text_to_image, args.subjects)
+    if args.only in (None, "base"):
+        base_model(params, model_root, args.t2i or params.profile.text_to_image, args.subjects or 24)
+    if args.only in (None, "seen"):
+        seen_subjects(params, args.subjects or params.guidance.object_subjects)
 
 
 if __name__ == "__main__":
