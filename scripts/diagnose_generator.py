@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--t2i", default=None, help="the base model: a name or a folder (default: the profile's)")
     parser.add_argument("--only", choices=("probes", "base", "seen"), help="run one of the three measurements")
     args = parser.parse_args()
+    if args.only in (None, "seen") and not ProjectPaths(ROOT).guidance_grid.is_file():
+        parser.error("no guidance grid in this project yet (the seen measurement needs it): run `dvc repro guidance`")
     params = load_params(ROOT / "params.yaml")
     model_root = ProjectPaths(ROOT).model_root(params.profile)
     if args.only in (None, "probes"):
