@@ -153,9 +153,10 @@ def seen_subjects(params, n_subjects: int) -> dict[str, dict]:
     unseen = {d: source.validation_cases(d, n_subjects, p.prompts, params.seed, refs) for d in source.domains}
     scales = chosen["clip_scale"], chosen["dino_scale"]
     print(f"G {p.generator!r} (training seed {p.seed}) at (s_c, s_d) = {scales}, {p.prompts} prompts per subject")
-    rows = {}
+    rows, scorer = {}, GridScorer(params, ROOT, source, seen, p.seed)  # G, references and judges loaded once
     for name, cases in (("training subjects", seen), ("validation subjects", unseen)):
-        rows[name] = row = GridScorer(params, ROOT, source, cases, p.seed)(*scales)
+        scorer.cases = cases
+        rows[name] = row = scorer(*scales)
         cells = "  ".join(
             f"{d}: attributes {row[d]['attributes']:.3f} context {row[d]['context']:.3f} "
             f"CLIP-T {row[d]['CLIP-T']:.3f} identity {row[d]['identity']:.3f}"
